@@ -1,0 +1,16 @@
+//! Fjord's sans-IO core.
+//!
+//! Everything here is plain data and plain state machines: no sockets, no async runtime, no
+//! clock reads. Time is passed in by the caller and randomness comes from seeded generators, so
+//! the tokio driver in `fjord-node` and the discrete-event simulator in `fjord-sim` run exactly
+//! the same code and a simulation is reproducible from its seed.
+//!
+//! Modules:
+//! - [`wire`]: the signed channel manifest and chunk formats, their compact binary encoding with
+//!   explicit size limits, and the channel identity (an Ed25519 key pair).
+//!
+//! Peer input is untrusted throughout: decoders return typed errors, never panic and never
+//! allocate past the limits in [`wire::limits`]. Verifying a signature is a separate, explicit
+//! step that turns an `Unverified*` value into the verified type the rest of the system accepts.
+
+pub mod wire;
