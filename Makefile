@@ -1,0 +1,30 @@
+# Fjord's commands. `make test` is what CI runs; see README.md.
+
+# Build output lives outside the clone, so a rerun on the same machine is incremental while a
+# fresh machine starts from nothing.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/fjord/target
+
+.PHONY: test setup test-rust test-player lint bench fuzz-check
+
+## Install what is missing, then run every test of the workspace and the player.
+test: setup test-rust test-player
+
+setup:
+	@./scripts/setup.sh
+
+test-rust:
+	cargo test --workspace --all-targets
+	cargo test --workspace --doc
+	./scripts/check-core-deps.sh
+
+test-player:
+	cd player-web && npm test
+
+## What CI adds to the tests: formatting and lints.
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+## Criterion benchmarks (figures in target/criterion).
+bench:
+	cargo bench -p fjord-core --bench wire
