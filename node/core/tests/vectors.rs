@@ -133,16 +133,64 @@ fn vectors() -> (String, Vec<Vector>) {
     };
     let list = vec![
         v("chunk", "chunk", good.clone(), "ok", &chunk_fields),
-        v("manifest", "manifest", manifest.encoded().to_vec(), "ok", &manifest_fields),
-        v("chunk with a payload byte changed", "chunk", tampered, "verify", ""),
-        v("chunk with a signature bit changed", "chunk", bad_sig, "verify", ""),
-        v("chunk of another channel", "chunk", foreign.encoded().to_vec(), "verify", ""),
-        v("manifest with an init byte changed", "manifest", tampered_manifest, "verify", ""),
+        v(
+            "manifest",
+            "manifest",
+            manifest.encoded().to_vec(),
+            "ok",
+            &manifest_fields,
+        ),
+        v(
+            "chunk with a payload byte changed",
+            "chunk",
+            tampered,
+            "verify",
+            "",
+        ),
+        v(
+            "chunk with a signature bit changed",
+            "chunk",
+            bad_sig,
+            "verify",
+            "",
+        ),
+        v(
+            "chunk of another channel",
+            "chunk",
+            foreign.encoded().to_vec(),
+            "verify",
+            "",
+        ),
+        v(
+            "manifest with an init byte changed",
+            "manifest",
+            tampered_manifest,
+            "verify",
+            "",
+        ),
         v("chunk with unknown flags", "chunk", bad_flags, "decode", ""),
         v("chunk of version 2", "chunk", bad_version, "decode", ""),
-        v("chunk with a trailing byte", "chunk", trailing, "decode", ""),
-        v("truncated chunk", "chunk", good[..good.len() - 1].to_vec(), "decode", ""),
-        v("manifest bytes offered as a chunk", "chunk", manifest.encoded().to_vec(), "decode", ""),
+        v(
+            "chunk with a trailing byte",
+            "chunk",
+            trailing,
+            "decode",
+            "",
+        ),
+        v(
+            "truncated chunk",
+            "chunk",
+            good[..good.len() - 1].to_vec(),
+            "decode",
+            "",
+        ),
+        v(
+            "manifest bytes offered as a chunk",
+            "chunk",
+            manifest.encoded().to_vec(),
+            "decode",
+            "",
+        ),
     ];
     (key.channel_id().to_string(), list)
 }
@@ -196,8 +244,8 @@ fn vectors_behave_as_labelled() {
 fn committed_vectors_are_current() {
     let (channel, list) = vectors();
     let text = render(&channel, &list);
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../player-web/src/wire-vectors.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../player-web/src/wire-vectors.json");
     if std::env::var_os("FJORD_BLESS").is_some() {
         std::fs::write(&path, &text).unwrap();
     }
