@@ -8,9 +8,27 @@
 //! Modules:
 //! - [`wire`]: the signed channel manifest and chunk formats, their compact binary encoding with
 //!   explicit size limits, and the channel identity (an Ed25519 key pair).
+//! - [`proto`]: the frames peers exchange (control messages and media).
+//! - [`node`]: one node's chunk-exchange state machine ([`Node`]), with its store
+//!   ([`store`]), neighbour table, scheduler ([`scheduler`]), repair ([`repair`]) and neighbour
+//!   maintenance ([`maintenance`]).
 //!
 //! Peer input is untrusted throughout: decoders return typed errors, never panic and never
 //! allocate past the limits in [`wire::limits`]. Verifying a signature is a separate, explicit
-//! step that turns an `Unverified*` value into the verified type the rest of the system accepts.
+//! step that turns an `Unverified*` value into the verified type the rest of the system accepts;
+//! the [`Node`] only ever takes verified chunks and manifests.
 
+pub mod maintenance;
+pub mod neighbours;
+pub mod node;
+pub mod proto;
+pub mod repair;
+pub mod rng;
+pub mod scheduler;
+pub mod store;
+pub mod time;
 pub mod wire;
+
+pub use neighbours::PeerId;
+pub use node::{Config, Input, Node, Output, Policy, Stats};
+pub use time::Time;

@@ -185,6 +185,11 @@ impl UnverifiedChunk {
         &self.meta
     }
 
+    /// The bytes as received.
+    pub fn encoded(&self) -> &Bytes {
+        &self.bytes
+    }
+
     /// Encoded length in bytes.
     pub fn len(&self) -> usize {
         self.bytes.len()

@@ -252,6 +252,11 @@ impl UnverifiedManifest {
         &self.content
     }
 
+    /// The bytes as received.
+    pub fn encoded(&self) -> &Bytes {
+        &self.bytes
+    }
+
     /// Checks that the manifest belongs to `channel` and that its signature verifies.
     pub fn verify(self, channel: &ChannelId) -> Result<Manifest, VerifyError> {
         if &self.channel != channel.as_bytes() {

@@ -1,0 +1,208 @@
+//! The neighbour table: a bounded slab of slots, each a connected peer and what the node
+//! estimates about it. A slot's index is its bit in the per-chunk masks of the store, so "which
+//! neighbours lack this chunk" is one mask operation.
+
+use std::time::Duration;
+
+use crate::proto::Hello;
+use crate::time::Time;
+
+/// Most neighbour slots a node can have: the width of the per-chunk bit masks.
+pub const MAX_SLOTS: usize = 64;
+/// Most unserved requests kept per neighbour; further requests are dropped (the requester
+/// retries elsewhere after its timeout).
+pub(crate) const MAX_REQUESTS: usize = 32;
+/// Most chunks in flight to one neighbour, whatever the window in bytes says.
+pub(crate) const MAX_IN_FLIGHT: usize = 8;
+/// RTT assumed before the first sample.
+pub(crate) const DEFAULT_RTT: Duration = Duration::from_millis(100);
+
+/// An opaque peer identity chosen by the driver (the node maps libp2p peer ids to these, the
+/// simulator uses indices).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerId(pub u64);
+
+/// A chunk this node sent to a neighbour and that is not yet acknowledged.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InFlight {
+    pub(crate) track: usize,
+    pub(crate) seq: u64,
+    pub(crate) bytes: usize,
+}
+
+/// One neighbour.
+#[derive(Debug)]
+pub(crate) struct Neighbour {
+    pub(crate) peer: PeerId,
+    /// Its Hello, once received; until then it is connected but not active.
+    pub(crate) hello: Option<Hello>,
+    pub(crate) since: Time,
+    pub(crate) srtt: Duration,
+    pub(crate) in_flight: Vec<InFlight>,
+    pub(crate) in_flight_bytes: usize,
+    /// Chunks it asked for that we have not sent yet: (track index, seq).
+    pub(crate) requests: Vec<(usize, u64)>,
+    /// Push priority: how fast it will spread what it gets (higher first).
+    pub(crate) onward: f64,
+    /// Kept regardless of its usefulness, so the mesh keeps some random links.
+    pub(crate) protected: bool,
+    /// First copies of chunks it gave us since the last maintenance.
+    pub(crate) useful_from: u32,
+    /// Chunks it acknowledged from us since the last maintenance.
+    pub(crate) useful_to: u32,
+    /// Last time it gave us a first copy or took a chunk from us.
+    pub(crate) last_useful: Time,
+    /// Our requests to it not yet answered.
+    pub(crate) our_requests: u32,
+}
+
+impl Neighbour {
+    pub(crate) fn new(peer: PeerId, now: Time, protected: bool) -> Self {
+        Self {
+            peer,
+            hello: None,
+            since: now,
+            srtt: DEFAULT_RTT,
+            in_flight: Vec::new(),
+            in_flight_bytes: 0,
+            requests: Vec::new(),
+            onward: 0.0,
+            protected,
+            useful_from: 0,
+            useful_to: 0,
+            last_useful: now,
+            our_requests: 0,
+        }
+    }
+
+    /// Folds an RTT sample into the smoothed estimate (RFC 6298 weights).
+    pub(crate) fn rtt_sample(&mut self, rtt: Duration, first: bool) {
+        self.srtt = if first {
+            rtt
+        } else {
+            (self.srtt * 7 + rtt) / 8
+        };
+    }
+
+    /// Estimated one-way delay to it.
+    pub(crate) fn one_way(&self) -> Duration {
+        self.srtt / 2
+    }
+
+    /// Whether another chunk of `bytes` may be sent now: the application-level window is about
+    /// one bandwidth-delay product of our upload on this path, and never less than one chunk.
+    pub(crate) fn window_allows(&self, bytes: usize, upload_bps: u64) -> bool {
+        if self.in_flight.is_empty() {
+            return true;
+        }
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            return false;
+        }
+        let bdp = (upload_bps as f64 / 8.0 * self.srtt.as_secs_f64()) as usize;
+        self.in_flight_bytes + bytes <= bdp.max(bytes)
+    }
+
+    /// Removes an in-flight entry, if present.
+    pub(crate) fn land(&mut self, track: usize, seq: u64) -> Option<InFlight> {
+        let i = self
+            .in_flight
+            .iter()
+            .position(|f| f.track == track && f.seq == seq)?;
+        let f = self.in_flight.swap_remove(i);
+        self.in_flight_bytes -= f.bytes;
+        Some(f)
+    }
+
+    /// The upload it advertised, 0 until its Hello.
+    pub(crate) fn upload_bps(&self) -> u64 {
+        self.hello.map_or(0, |h| h.upload_bps)
+    }
+}
+
+/// The slab of neighbour slots.
+#[derive(Debug, Default)]
+pub(crate) struct Neighbours {
+    slots: Vec<Option<Neighbour>>,
+    /// Bit per slot: occupied and its Hello received.
+    active: u64,
+}
+
+impl Neighbours {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    pub(crate) fn slot_of(&self, peer: PeerId) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|n| n.peer == peer))
+    }
+
+    pub(crate) fn get(&self, slot: usize) -> Option<&Neighbour> {
+        self.slots.get(slot).and_then(Option::as_ref)
+    }
+
+    pub(crate) fn get_mut(&mut self, slot: usize) -> Option<&mut Neighbour> {
+        self.slots.get_mut(slot).and_then(Option::as_mut)
+    }
+
+    /// Number of occupied slots.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// Occupies a free slot; `None` when all [`MAX_SLOTS`] are taken.
+    pub(crate) fn insert(&mut self, n: Neighbour) -> Option<usize> {
+        let slot = match self.slots.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if self.slots.len() < MAX_SLOTS => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+            None => return None,
+        };
+        self.slots[slot] = Some(n);
+        Some(slot)
+    }
+
+    pub(crate) fn remove(&mut self, slot: usize) -> Option<Neighbour> {
+        self.active &= !(1u64 << slot);
+        self.slots.get_mut(slot).and_then(Option::take)
+    }
+
+    pub(crate) fn set_active(&mut self, slot: usize) {
+        self.active |= 1u64 << slot;
+    }
+
+    /// Bit mask of slots that are connected and said Hello.
+    pub(crate) fn active(&self) -> u64 {
+        self.active
+    }
+
+    /// Occupied slots with their index.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &Neighbour)> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|n| (i, n)))
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut Neighbour)> + '_ {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_mut().map(|n| (i, n)))
+    }
+}
+
+/// Iterates over the set bits of a mask, lowest first.
+pub(crate) fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if mask == 0 {
+            return None;
+        }
+        let i = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        Some(i)
+    })
+}

@@ -1,0 +1,841 @@
+//! One node's chunk-exchange state machine.
+//!
+//! # Call order
+//! ```text
+//! let mut node = Node::new(config, seed, now);
+//! loop {
+//!     node.handle(now, input);              // or node.handle_timeout(now) when the timer fires
+//!     while let Some(out) = node.poll_output() { carry it out }
+//!     sleep until node.poll_timeout() or the next input
+//! }
+//! ```
+//! The node never reads a clock, opens a socket or spawns anything: the tokio driver in
+//! `fjord-node` and the simulator in `fjord-sim` feed it inputs with the current time and carry
+//! out its outputs. All randomness comes from the seed; iteration orders are fixed; so a run is
+//! reproducible.
+//!
+//! # What it does
+//! - Keeps a bounded set of neighbours ([`Config::max_neighbours`]), greets each with
+//!   [`Control::Hello`] and the manifest, and replaces the departed and the useless at each
+//!   maintenance tick, keeping a share of randomly chosen links whatever their score.
+//! - Stores verified chunks in a window around the live edge ([`crate::store`]) and announces
+//!   each to the neighbours not known to hold it, as soon as its first byte arrives.
+//! - Uses its upload one chunk at a time, paced at [`Config::upload_bps`], choosing each next
+//!   transfer with the [`Policy`] (see [`crate::scheduler`]), within a per-neighbour window of
+//!   acknowledged transfers so nothing piles up in a transport buffer.
+//! - Requests missing chunks from holders when they are overdue ([`crate::repair`]).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::neighbours::{InFlight, Neighbour, Neighbours, PeerId, bits};
+use crate::proto::{Control, GoodbyeReason, Hello, PROTOCOL_VERSION, Role};
+use crate::rng::Rng;
+use crate::store::TrackStore;
+use crate::time::{Time, transmission_time};
+use crate::wire::{Chunk, ChunkId, ChunkMeta, Manifest};
+
+/// How a node chooses what to send. [`Policy::Fjord`] is ours; the others are the published
+/// baselines it is measured against, run on the same machinery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Policy {
+    /// Deadline-aware push of fresh chunks to the neighbours that spread them fastest, plus
+    /// requests to holders for what is overdue. See [`crate::scheduler`].
+    Fjord,
+    /// Random peer / latest useful chunk (Bonald et al., SIGMETRICS 2008): pushes only.
+    RandomPeerLatestUseful,
+    /// Most deprived peer / latest useful chunk (same paper): pushes only.
+    DeprivedPeerLatestUseful,
+    /// Mesh pull in the style of CoolStreaming/DONet: periodic buffer maps, rarest-first
+    /// requests, no pushes.
+    MeshPull,
+}
+
+/// A node's settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Origin, seed or viewer.
+    pub role: Role,
+    /// Upload the node may use, bit/s. Sends are paced to it.
+    pub upload_bps: u64,
+    /// Neighbours the node keeps (at most [`crate::neighbours::MAX_SLOTS`] minus slack).
+    pub max_neighbours: usize,
+    /// Below this many neighbours the node asks for candidates.
+    pub min_neighbours: usize,
+    /// Scheduling policy.
+    pub policy: Policy,
+    /// How long after first hearing of a chunk the node waits for a push before requesting it.
+    pub repair_patience: Duration,
+    /// Pushes are only for chunks younger than this (age since publication); older chunks move
+    /// by request, where duplicates cannot happen.
+    pub push_horizon: Duration,
+    /// Interval of neighbour maintenance (and of buffer maps under [`Policy::MeshPull`]).
+    pub maintenance_interval: Duration,
+    /// A neighbour that neither gave nor took a chunk for this long is replaced.
+    pub idle_timeout: Duration,
+    /// Share of neighbour slots kept whatever their usefulness (robustness of the mesh).
+    pub protected_share: f64,
+}
+
+impl Config {
+    /// Sensible settings for a viewer's node offering `upload_bps`.
+    pub fn viewer(upload_bps: u64) -> Self {
+        Self {
+            role: Role::Viewer,
+            upload_bps,
+            max_neighbours: 12,
+            min_neighbours: 8,
+            policy: Policy::Fjord,
+            repair_patience: Duration::from_millis(400),
+            push_horizon: Duration::from_secs(3),
+            maintenance_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(20),
+            protected_share: 0.25,
+        }
+    }
+
+    /// Settings for the origin: it serves as many neighbours as it has, highest upload first.
+    pub fn origin(upload_bps: u64) -> Self {
+        Self {
+            role: Role::Origin,
+            max_neighbours: 24,
+            min_neighbours: 0,
+            protected_share: 0.0,
+            ..Self::viewer(upload_bps)
+        }
+    }
+}
+
+/// Slots accepted beyond `max_neighbours` until the next maintenance trims the worst.
+const INCOMING_SLACK: usize = 4;
+/// How long a connection attempt may take before the node forgets it.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Something that happened, for the node.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A connection to `peer` opened, in either direction. `rtt` is the handshake's RTT, if
+    /// the transport measured one.
+    PeerUp {
+        /// The peer.
+        peer: PeerId,
+        /// Whether this node dialled.
+        outbound: bool,
+        /// Handshake round-trip time.
+        rtt: Option<Duration>,
+    },
+    /// A connection attempt this node asked for failed.
+    ConnectFailed(PeerId),
+    /// The connection to `peer` closed.
+    PeerDown(PeerId),
+    /// A round-trip time sample (ping).
+    Rtt {
+        /// The peer.
+        peer: PeerId,
+        /// The sample.
+        rtt: Duration,
+    },
+    /// A control message arrived.
+    Control {
+        /// From whom.
+        peer: PeerId,
+        /// The message.
+        msg: Control,
+    },
+    /// The header of a chunk from `peer` arrived; `len` encoded bytes follow. Unverified: used
+    /// only to announce early and to refuse duplicates.
+    ChunkIncoming {
+        /// From whom.
+        peer: PeerId,
+        /// What the header says.
+        meta: ChunkMeta,
+        /// Encoded length of the whole chunk.
+        len: usize,
+    },
+    /// A complete chunk, verified by the caller. `from` is `None` for a chunk published
+    /// locally (the origin).
+    Chunk {
+        /// From whom.
+        from: Option<PeerId>,
+        /// The chunk.
+        chunk: Chunk,
+    },
+    /// A manifest, verified by the caller.
+    Manifest {
+        /// From whom (`None`: local).
+        from: Option<PeerId>,
+        /// The manifest.
+        manifest: Manifest,
+    },
+    /// Peers that could become neighbours (from discovery).
+    Candidates(Vec<PeerId>),
+}
+
+/// Something for the caller to do.
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// Send a control message.
+    Control {
+        /// To whom.
+        peer: PeerId,
+        /// The message.
+        msg: Control,
+    },
+    /// Send a chunk.
+    Chunk {
+        /// To whom.
+        peer: PeerId,
+        /// The chunk.
+        chunk: Chunk,
+    },
+    /// Send the manifest.
+    Manifest {
+        /// To whom.
+        peer: PeerId,
+        /// The manifest.
+        manifest: Manifest,
+    },
+    /// Stop sending this chunk to `peer`: it became useless.
+    Abort {
+        /// To whom it was going.
+        peer: PeerId,
+        /// Which chunk.
+        id: ChunkId,
+    },
+    /// Open a connection to `peer`.
+    Connect(PeerId),
+    /// Close the connection to `peer`.
+    Disconnect(PeerId),
+    /// A chunk is newly complete here: hand it to local playback.
+    Deliver(Chunk),
+    /// The node wants about this many more candidate peers.
+    WantPeers(usize),
+}
+
+/// Counters of what the node did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Chunks stored (first copies).
+    pub chunks_received: u64,
+    /// Complete copies of chunks already held.
+    pub duplicates: u64,
+    /// Encoded bytes of those duplicates.
+    pub duplicate_bytes: u64,
+    /// First copies that arrived after their deadline.
+    pub late: u64,
+    /// Chunks sent.
+    pub chunks_sent: u64,
+    /// Encoded bytes of chunks sent (aborted ones included, in full).
+    pub chunk_bytes_sent: u64,
+    /// Transfers aborted because they became useless.
+    pub aborted: u64,
+    /// Control messages sent, and their bytes.
+    pub control_sent: u64,
+    /// Bytes of control messages sent.
+    pub control_bytes_sent: u64,
+    /// Requests sent for overdue chunks.
+    pub requests_sent: u64,
+    /// Requests served.
+    pub requests_served: u64,
+}
+
+/// One node's state machine. See the module documentation for the call order.
+#[derive(Debug)]
+pub struct Node {
+    pub(crate) config: Config,
+    pub(crate) rng: Rng,
+    pub(crate) manifest: Option<Manifest>,
+    pub(crate) tracks: Vec<TrackStore>,
+    pub(crate) neighbours: Neighbours,
+    /// Neighbour slots in push order (best onward value first).
+    pub(crate) push_order: Vec<usize>,
+    pending_connects: Vec<(PeerId, Time)>,
+    /// When the chunk being sent leaves the uplink.
+    pub(crate) uplink_free_at: Time,
+    /// The transfer occupying the uplink: (neighbour slot, track, seq).
+    pub(crate) current: Option<(usize, usize, u64)>,
+    /// Whether to wake when the uplink frees.
+    wake_for_uplink: bool,
+    next_maintenance: Time,
+    pub(crate) next_repair: Option<Time>,
+    outputs: VecDeque<Output>,
+    pub(crate) stats: Stats,
+}
+
+impl Node {
+    /// A node with no neighbours and no manifest yet.
+    pub fn new(config: Config, seed: u64, now: Time) -> Self {
+        Self {
+            config,
+            rng: Rng::new(seed),
+            manifest: None,
+            tracks: Vec::new(),
+            neighbours: Neighbours::new(),
+            push_order: Vec::new(),
+            pending_connects: Vec::new(),
+            uplink_free_at: now,
+            current: None,
+            wake_for_uplink: false,
+            next_maintenance: now,
+            next_repair: None,
+            outputs: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// What the node did so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The node's settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The manifest in force, once received.
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.manifest.as_ref()
+    }
+
+    /// Peers currently connected (greeted or not).
+    pub fn neighbours(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.neighbours.iter().map(|(_, n)| n.peer)
+    }
+
+    /// Whether the node holds this chunk.
+    pub fn has_chunk(&self, id: ChunkId) -> bool {
+        self.locate(&id)
+            .and_then(|(t, s)| self.tracks[t].get(s))
+            .is_some_and(|s| s.chunk.is_some())
+    }
+
+    /// The next output to carry out, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] must be called at the latest.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let mut t = self.next_maintenance;
+        if self.wake_for_uplink {
+            t = t.min(self.uplink_free_at);
+        }
+        if let Some(r) = self.next_repair {
+            t = t.min(r);
+        }
+        Some(t)
+    }
+
+    /// Feeds one input.
+    pub fn handle(&mut self, now: Time, input: Input) {
+        match input {
+            Input::PeerUp {
+                peer,
+                outbound: _,
+                rtt,
+            } => self.on_peer_up(now, peer, rtt),
+            Input::ConnectFailed(peer) => self.pending_connects.retain(|(p, _)| *p != peer),
+            Input::PeerDown(peer) => {
+                if let Some(slot) = self.neighbours.slot_of(peer) {
+                    self.drop_neighbour(now, slot);
+                }
+            }
+            Input::Rtt { peer, rtt } => {
+                if let Some(n) = self.neighbours.slot_of(peer).and_then(|s| self.neighbours.get_mut(s)) {
+                    n.rtt_sample(rtt, false);
+                }
+            }
+            Input::Control { peer, msg } => {
+                if let Some(slot) = self.neighbours.slot_of(peer) {
+                    self.on_control(now, slot, msg);
+                }
+            }
+            Input::ChunkIncoming { peer, meta, len } => {
+                if let Some(slot) = self.neighbours.slot_of(peer) {
+                    self.on_incoming(now, slot, &meta, len);
+                }
+            }
+            Input::Chunk { from, chunk } => {
+                let slot = match from {
+                    Some(peer) => match self.neighbours.slot_of(peer) {
+                        Some(s) => Some(s),
+                        // A chunk from a peer that is gone: still useful.
+                        None => None,
+                    },
+                    None => None,
+                };
+                self.on_chunk(now, slot, chunk);
+            }
+            Input::Manifest { from, manifest } => self.on_manifest(now, from, manifest),
+            Input::Candidates(peers) => self.on_candidates(now, peers),
+        }
+        self.try_send(now);
+    }
+
+    /// Lets time pass: pacing, repair, maintenance.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if now >= self.next_maintenance {
+            self.maintain(now);
+            self.next_maintenance = now + self.config.maintenance_interval;
+        }
+        if self.next_repair.is_some_and(|t| now >= t) {
+            self.repair(now);
+        }
+        self.try_send(now);
+    }
+
+    pub(crate) fn emit(&mut self, out: Output) {
+        if let Output::Control { msg, .. } = &out {
+            self.stats.control_sent += 1;
+            self.stats.control_bytes_sent += msg.encoded_len() as u64;
+        }
+        self.outputs.push_back(out);
+    }
+
+    pub(crate) fn send_control(&mut self, slot: usize, msg: Control) {
+        if let Some(n) = self.neighbours.get(slot) {
+            let peer = n.peer;
+            self.emit(Output::Control { peer, msg });
+        }
+    }
+
+    /// Maps a chunk id to (track index, seq) if it belongs to the current epoch and a track.
+    pub(crate) fn locate(&self, id: &ChunkId) -> Option<(usize, u64)> {
+        let m = self.manifest.as_ref()?.content();
+        if id.epoch != m.epoch {
+            return None;
+        }
+        let t = m.tracks.iter().position(|t| t.id == id.track)?;
+        Some((t, id.sequence))
+    }
+
+    pub(crate) fn chunk_id(&self, track: usize, seq: u64) -> ChunkId {
+        let m = self.manifest.as_ref().expect("tracks exist only with a manifest").content();
+        ChunkId {
+            epoch: m.epoch,
+            track: m.tracks[track].id,
+            sequence: seq,
+        }
+    }
+
+    /// (chunk duration, target latency) in microseconds.
+    pub(crate) fn timing(&self) -> (u64, u64) {
+        self.manifest.as_ref().map_or((1, 1), |m| {
+            let c = m.content();
+            (u64::from(c.chunk_duration_us), u64::from(c.target_latency_us))
+        })
+    }
+
+    /// Expected encoded size of a chunk of `track`, from its nominal bit rate.
+    pub(crate) fn expected_size(&self, track: usize) -> usize {
+        self.manifest.as_ref().map_or(64 * 1024, |m| {
+            let c = m.content();
+            let bits = u128::from(c.tracks[track].bitrate) * u128::from(c.chunk_duration_us);
+            (bits / 8_000_000) as usize + crate::wire::CHUNK_HEADER_LEN + 64
+        })
+    }
+
+    fn on_peer_up(&mut self, now: Time, peer: PeerId, rtt: Option<Duration>) {
+        self.pending_connects.retain(|(p, _)| *p != peer);
+        if self.neighbours.slot_of(peer).is_some() {
+            return;
+        }
+        if self.neighbours.len() >= self.config.max_neighbours + INCOMING_SLACK {
+            self.emit(Output::Control {
+                peer,
+                msg: Control::Goodbye(GoodbyeReason::Full),
+            });
+            self.emit(Output::Disconnect(peer));
+            return;
+        }
+        let protected = self.rng.chance(self.config.protected_share);
+        let mut n = Neighbour::new(peer, now, protected);
+        if let Some(rtt) = rtt {
+            n.rtt_sample(rtt, true);
+        }
+        let Some(slot) = self.neighbours.insert(n) else {
+            self.emit(Output::Disconnect(peer));
+            return;
+        };
+        self.send_control(
+            slot,
+            Control::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                role: self.config.role,
+                upload_bps: self.config.upload_bps,
+            }),
+        );
+        if let Some(manifest) = self.manifest.clone() {
+            self.emit(Output::Manifest { peer, manifest });
+        }
+    }
+
+    fn on_control(&mut self, now: Time, slot: usize, msg: Control) {
+        match msg {
+            Control::Hello(hello) => self.on_hello(slot, hello),
+            Control::Have(id) => {
+                if let Some((t, seq)) = self.locate(&id) {
+                    self.learn_holder(now, slot, t, seq);
+                }
+            }
+            Control::HaveMap {
+                epoch,
+                track,
+                base,
+                bits: map,
+            } => {
+                let id = ChunkId {
+                    epoch,
+                    track,
+                    sequence: base,
+                };
+                if let Some((t, _)) = self.locate(&id) {
+                    for i in bits(map) {
+                        self.learn_holder(now, slot, t, base.saturating_add(i as u64));
+                    }
+                }
+            }
+            Control::Request(id) => {
+                if let Some((t, seq)) = self.locate(&id)
+                    && let Some(n) = self.neighbours.get_mut(slot)
+                    && n.requests.len() < crate::neighbours::MAX_REQUESTS
+                    && !n.requests.contains(&(t, seq))
+                {
+                    n.requests.push((t, seq));
+                }
+            }
+            Control::Cancel(id) => {
+                if let Some((t, seq)) = self.locate(&id) {
+                    if let Some(s) = self.tracks[t].get_mut(seq) {
+                        s.cancelled |= 1 << slot;
+                        s.known |= 1 << slot;
+                    }
+                    if let Some(n) = self.neighbours.get_mut(slot) {
+                        n.requests.retain(|r| *r != (t, seq));
+                    }
+                    self.abort_if_current(now, slot, t, seq);
+                }
+            }
+            Control::Ack(id) => {
+                if let Some((t, seq)) = self.locate(&id)
+                    && let Some(n) = self.neighbours.get_mut(slot)
+                    && n.land(t, seq).is_some()
+                {
+                    n.useful_to += 1;
+                    n.last_useful = now;
+                }
+            }
+            Control::Goodbye(_) => {
+                let peer = self.neighbours.get(slot).map(|n| n.peer);
+                self.drop_neighbour(now, slot);
+                if let Some(peer) = peer {
+                    self.emit(Output::Disconnect(peer));
+                }
+            }
+        }
+    }
+
+    fn on_hello(&mut self, slot: usize, hello: Hello) {
+        let Some(n) = self.neighbours.get_mut(slot) else {
+            return;
+        };
+        if n.hello.is_some() {
+            return;
+        }
+        n.hello = Some(hello);
+        // A fixed random factor per link keeps equal-upload neighbours from being served in
+        // the same order by every node.
+        let jitter = 0.75 + 0.5 * self.rng.unit();
+        let stream = self.stream_bps().max(1) as f64;
+        let n = self.neighbours.get_mut(slot).expect("checked above");
+        n.onward = (hello.upload_bps as f64 / stream).min(8.0) * jitter;
+        self.neighbours.set_active(slot);
+        self.reorder_push();
+        // Tell the newcomer what we hold, one map per track.
+        for t in 0..self.tracks.len() {
+            if let Some(msg) = self.have_map(t) {
+                self.send_control(slot, msg);
+            }
+        }
+    }
+
+    /// The stream's total nominal bit rate.
+    pub(crate) fn stream_bps(&self) -> u64 {
+        self.manifest.as_ref().map_or(0, |m| {
+            m.content().tracks.iter().map(|t| u64::from(t.bitrate)).sum()
+        })
+    }
+
+    pub(crate) fn have_map(&self, track: usize) -> Option<Control> {
+        let store = &self.tracks[track];
+        let (lo, hi) = store.range()?;
+        let base = lo;
+        let mut map = 0u64;
+        for seq in lo..=hi.min(lo + 63) {
+            if store.get(seq).is_some_and(|s| s.chunk.is_some()) {
+                map |= 1 << (seq - base);
+            }
+        }
+        let id = self.chunk_id(track, base);
+        (map != 0).then_some(Control::HaveMap {
+            epoch: id.epoch,
+            track: id.track,
+            base,
+            bits: map,
+        })
+    }
+
+    pub(crate) fn reorder_push(&mut self) {
+        let mut order: Vec<(usize, f64)> = self
+            .neighbours
+            .iter()
+            .filter(|(_, n)| n.hello.is_some())
+            .map(|(i, n)| (i, n.onward))
+            .collect();
+        order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        self.push_order = order.into_iter().map(|(i, _)| i).collect();
+    }
+
+    /// A neighbour holds (or receives) chunk `seq` of `track`.
+    fn learn_holder(&mut self, now: Time, slot: usize, track: usize, seq: u64) {
+        let Some(s) = self.tracks[track].slot_mut(seq) else {
+            return;
+        };
+        s.known |= 1 << slot;
+        if s.chunk.is_none() && s.heard_at.is_none() {
+            s.heard_at = Some(now);
+        } else {
+            s.heard_at.get_or_insert(now);
+        }
+        if self.config.policy == Policy::Fjord
+            && self.tracks[track].get(seq).is_some_and(|s| s.chunk.is_none() && s.heard_at == Some(now))
+        {
+            let due = now + self.config.repair_patience;
+            self.next_repair = Some(self.next_repair.map_or(due, |r| r.min(due)));
+        }
+        if let Some(n) = self.neighbours.get_mut(slot) {
+            n.requests.retain(|r| *r != (track, seq));
+        }
+        self.abort_if_current(now, slot, track, seq);
+    }
+
+    /// Aborts the transfer on the uplink if it is this chunk to this neighbour.
+    fn abort_if_current(&mut self, now: Time, slot: usize, track: usize, seq: u64) {
+        if self.current == Some((slot, track, seq)) && now < self.uplink_free_at {
+            self.current = None;
+            self.uplink_free_at = now;
+            self.stats.aborted += 1;
+            let id = self.chunk_id(track, seq);
+            if let Some(n) = self.neighbours.get_mut(slot) {
+                n.land(track, seq);
+                let peer = n.peer;
+                self.emit(Output::Abort { peer, id });
+            }
+        }
+    }
+
+    fn on_incoming(&mut self, now: Time, slot: usize, meta: &ChunkMeta, len: usize) {
+        let Some((t, seq)) = self.locate(&meta.id()) else {
+            return;
+        };
+        let announce = self.config.policy != Policy::MeshPull;
+        let upload = self.neighbours.get(slot).map_or(0, Neighbour::upload_bps);
+        let srtt = self.neighbours.get(slot).map_or(crate::neighbours::DEFAULT_RTT, |n| n.srtt);
+        let cancel_dups = self.config.policy == Policy::Fjord;
+        let Some(s) = self.tracks[t].slot_mut(seq) else {
+            return;
+        };
+        s.known |= 1 << slot;
+        if s.chunk.is_some() || s.incoming.is_some_and(|(from, _)| from as usize != slot) {
+            if cancel_dups {
+                self.send_control(slot, Control::Cancel(meta.id()));
+            }
+            return;
+        }
+        let expected = now + transmission_time(len, upload.max(1)) * 2 + srtt + Duration::from_millis(100);
+        s.incoming = Some((slot as u8, expected));
+        s.heard_at.get_or_insert(now);
+        if announce && !s.announced {
+            s.announced = true;
+            let lacking = self.neighbours.active() & !s.known;
+            let id = meta.id();
+            for j in bits(lacking) {
+                self.send_control(j, Control::Have(id));
+            }
+        }
+    }
+
+    fn on_chunk(&mut self, now: Time, from: Option<usize>, chunk: Chunk) {
+        let Some(manifest) = &self.manifest else {
+            return;
+        };
+        let id = chunk.id();
+        let Some((t, seq)) = self.locate(&id) else {
+            // Another epoch: a newer one needs its manifest first.
+            let _ = manifest;
+            return;
+        };
+        if let Some(j) = from {
+            self.send_control(j, Control::Ack(id));
+        }
+        let (_, latency) = self.timing();
+        let deadline = Time::from_micros(chunk.meta().published_at_us.saturating_add(latency));
+        let len = chunk.len();
+        let already = self.tracks[t].get(seq).is_some_and(|s| s.chunk.is_some());
+        if already {
+            self.stats.duplicates += 1;
+            self.stats.duplicate_bytes += len as u64;
+            if let (Some(j), Some(s)) = (from, self.tracks[t].get_mut(seq)) {
+                s.known |= 1 << j;
+            }
+            return;
+        }
+        if !self.tracks[t].insert(chunk.clone(), deadline) {
+            return;
+        }
+        self.stats.chunks_received += 1;
+        if now > deadline {
+            self.stats.late += 1;
+        }
+        if let Some(j) = from
+            && let Some(n) = self.neighbours.get_mut(j)
+        {
+            n.useful_from += 1;
+            n.last_useful = now;
+            if n.our_requests > 0 {
+                n.our_requests -= 1;
+            }
+        }
+        let announce = self.config.policy != Policy::MeshPull;
+        let s = self.tracks[t].get_mut(seq).expect("just inserted");
+        if let Some(j) = from {
+            s.known |= 1 << j;
+        }
+        if announce && !s.announced {
+            let lacking = self.neighbours.active() & !s.known;
+            s.announced = true;
+            for j in bits(lacking) {
+                self.send_control(j, Control::Have(id));
+            }
+        }
+        self.emit(Output::Deliver(chunk));
+    }
+
+    fn on_manifest(&mut self, _now: Time, _from: Option<PeerId>, manifest: Manifest) {
+        let newer = match &self.manifest {
+            None => true,
+            Some(old) => {
+                let (o, n) = (old.content(), manifest.content());
+                (n.epoch, n.issued_at_us) > (o.epoch, o.issued_at_us)
+            }
+        };
+        if !newer {
+            return;
+        }
+        let reset = self.manifest.as_ref().is_none_or(|old| {
+            let (o, n) = (old.content(), manifest.content());
+            o.epoch != n.epoch
+                || o.tracks.iter().map(|t| t.id).ne(n.tracks.iter().map(|t| t.id))
+        });
+        if reset {
+            self.tracks = (0..manifest.content().tracks.len())
+                .map(|_| TrackStore::new())
+                .collect();
+            for (_, n) in self.neighbours.iter_mut() {
+                n.in_flight.clear();
+                n.in_flight_bytes = 0;
+                n.requests.clear();
+            }
+            self.current = None;
+        }
+        self.manifest = Some(manifest.clone());
+        let peers: Vec<PeerId> = self.neighbours.iter().map(|(_, n)| n.peer).collect();
+        for peer in peers {
+            self.emit(Output::Manifest {
+                peer,
+                manifest: manifest.clone(),
+            });
+        }
+    }
+
+    fn on_candidates(&mut self, now: Time, peers: Vec<PeerId>) {
+        self.pending_connects
+            .retain(|(_, at)| now.saturating_since(*at) < CONNECT_TIMEOUT);
+        for peer in peers {
+            let open = self.neighbours.len() + self.pending_connects.len();
+            if open >= self.config.max_neighbours {
+                break;
+            }
+            if self.neighbours.slot_of(peer).is_some()
+                || self.pending_connects.iter().any(|(p, _)| *p == peer)
+            {
+                continue;
+            }
+            self.pending_connects.push((peer, now));
+            self.emit(Output::Connect(peer));
+        }
+    }
+
+    pub(crate) fn drop_neighbour(&mut self, now: Time, slot: usize) {
+        if self.neighbours.remove(slot).is_none() {
+            return;
+        }
+        let bit = !(1u64 << slot);
+        for store in &mut self.tracks {
+            for s in store.slots_mut() {
+                s.known &= bit;
+                s.cancelled &= bit;
+                s.asked &= bit;
+                if s.incoming.is_some_and(|(j, _)| j as usize == slot) {
+                    s.incoming = None;
+                }
+                if s.requested.is_some_and(|(j, _)| j as usize == slot) {
+                    s.requested = None;
+                    self.next_repair = Some(now);
+                }
+            }
+        }
+        if self.current.is_some_and(|(j, _, _)| j == slot) {
+            self.current = None;
+            self.uplink_free_at = self.uplink_free_at.min(now);
+        }
+        self.reorder_push();
+    }
+
+    /// Sends the next chunk if the uplink is free and the policy finds one worth sending.
+    pub(crate) fn try_send(&mut self, now: Time) {
+        if now < self.uplink_free_at {
+            self.wake_for_uplink = true;
+            return;
+        }
+        self.current = None;
+        let Some((slot, track, seq)) = self.pick(now) else {
+            self.wake_for_uplink = false;
+            return;
+        };
+        let chunk = self.tracks[track]
+            .get(seq)
+            .and_then(|s| s.chunk.clone())
+            .expect("the scheduler picks held chunks only");
+        let bytes = chunk.len();
+        if let Some(s) = self.tracks[track].get_mut(seq) {
+            s.known |= 1 << slot;
+        }
+        let n = self.neighbours.get_mut(slot).expect("the scheduler picks live neighbours");
+        n.requests.retain(|r| *r != (track, seq));
+        n.in_flight.push(InFlight {
+            track,
+            seq,
+            bytes,
+        });
+        n.in_flight_bytes += bytes;
+        let peer = n.peer;
+        self.stats.chunks_sent += 1;
+        self.stats.chunk_bytes_sent += bytes as u64;
+        self.uplink_free_at = now + transmission_time(bytes, self.config.upload_bps);
+        self.current = Some((slot, track, seq));
+        self.wake_for_uplink = true;
+        self.emit(Output::Chunk { peer, chunk });
+    }
+}

@@ -1,0 +1,208 @@
+//! What to send next, each time the uplink frees: the scheduling policies.
+//!
+//! # Fjord's policy, and why
+//! Upload is the scarce resource, and a chunk's value is entirely in arriving before its
+//! deadline (publication + target latency). Each time the uplink frees, the node sends one whole
+//! chunk to one neighbour, chosen in this order:
+//!
+//! 1. **Requests first, earliest deadline first.** A request means a neighbour found the chunk
+//!    overdue (see [`crate::repair`]): it is the most urgent use of the uplink, and serving it
+//!    cannot duplicate.
+//! 2. **Then diffusion: the newest chunk that someone around still lacks**, to the neighbour
+//!    with the highest onward value (its upload, capped, times a fixed per-link random factor).
+//!    Newest first because every chunk's spread is exponential in time: starting the newest
+//!    early shortens its whole dissemination, while older chunks already have many holders
+//!    working on them (the "latest useful" rule that makes rp/lu rate- and delay-optimal).
+//!    High-upload receivers first because they re-send fastest: the "snowball" order that
+//!    beats log2 N when uploads differ.
+//!
+//! Never sent: a chunk the neighbour is known to hold (it announced it, it is receiving it from
+//! someone, it asked us to stop, or we sent it); a chunk that cannot arrive before its deadline
+//! (now + transmission + one-way delay); anything while the neighbour's window of unacknowledged
+//! chunks is full. Pushes are limited to chunks younger than [`Config::push_horizon`]: older
+//! chunks have holders all around, so a push would likely collide with another; they move by
+//! request instead. A transfer that became useless (the receiver got the chunk elsewhere) is
+//! aborted.
+//!
+//! # Baselines
+//! The same node runs the published baselines for comparison, as their papers define them:
+//! random peer / latest useful chunk, most deprived peer / latest useful chunk (only expired
+//! chunks are skipped: no deadline estimate, no requests, no duplicate cancellation), and
+//! CoolStreaming-style mesh pull (no pushes; see [`crate::repair`]).
+//!
+//! [`Config::push_horizon`]: crate::node::Config::push_horizon
+
+use crate::neighbours::bits;
+use crate::node::{Node, Policy};
+use crate::time::{Time, transmission_time};
+
+impl Node {
+    /// The next transfer: (neighbour slot, track, seq), or `None` to stay idle.
+    pub(crate) fn pick(&mut self, now: Time) -> Option<(usize, usize, u64)> {
+        self.manifest.as_ref()?;
+        if let Some(p) = self.pick_request(now) {
+            return Some(p);
+        }
+        match self.config.policy {
+            Policy::Fjord => self.pick_push(now),
+            Policy::RandomPeerLatestUseful => self.pick_latest_useful(now, false),
+            Policy::DeprivedPeerLatestUseful => self.pick_latest_useful(now, true),
+            Policy::MeshPull => None,
+        }
+    }
+
+    /// Whether `bytes` sent now to neighbour `slot` arrive by `deadline`.
+    fn arrives_in_time(&self, now: Time, slot: usize, bytes: usize, deadline: Time) -> bool {
+        let Some(n) = self.neighbours.get(slot) else {
+            return false;
+        };
+        now + transmission_time(bytes, self.config.upload_bps) + n.one_way() <= deadline
+    }
+
+    /// Earliest-deadline pending request that can still be served in time. Requests that can
+    /// no longer be are dropped; requests for chunks not here yet wait for them.
+    fn pick_request(&mut self, now: Time) -> Option<(usize, usize, u64)> {
+        let deadline_aware = self.config.policy == Policy::Fjord;
+        let mut best: Option<(Time, usize, usize, u64)> = None;
+        let mut dead: Vec<(usize, usize, u64)> = Vec::new();
+        for (j, n) in self.neighbours.iter() {
+            if n.requests.is_empty() {
+                continue;
+            }
+            for &(t, seq) in &n.requests {
+                let Some(s) = self.tracks.get(t).and_then(|store| store.get(seq)) else {
+                    dead.push((j, t, seq));
+                    continue;
+                };
+                let Some(chunk) = &s.chunk else {
+                    continue;
+                };
+                let in_time = if deadline_aware {
+                    self.arrives_in_time(now, j, chunk.len(), s.deadline)
+                } else {
+                    now < s.deadline
+                };
+                if !in_time {
+                    dead.push((j, t, seq));
+                    continue;
+                }
+                if !n.window_allows(chunk.len(), self.config.upload_bps) {
+                    continue;
+                }
+                if best.is_none_or(|b| s.deadline < b.0) {
+                    best = Some((s.deadline, j, t, seq));
+                }
+            }
+        }
+        for (j, t, seq) in dead {
+            if let Some(n) = self.neighbours.get_mut(j) {
+                n.requests.retain(|r| *r != (t, seq));
+            }
+        }
+        let (_, j, t, seq) = best?;
+        self.stats.requests_served += 1;
+        Some((j, t, seq))
+    }
+
+    /// Fjord's diffusion: newest useful chunk to the best receiver.
+    fn pick_push(&self, now: Time) -> Option<(usize, usize, u64)> {
+        let active = self.neighbours.active();
+        let mut best: Option<(u64, usize, usize, u64)> = None;
+        for (t, store) in self.tracks.iter().enumerate() {
+            'chunks: for s in store.newest_first() {
+                let Some(chunk) = &s.chunk else {
+                    continue;
+                };
+                let published = chunk.meta().published_at_us;
+                if now.saturating_since(Time::from_micros(published)) > self.config.push_horizon
+                    || now >= s.deadline
+                {
+                    break;
+                }
+                if best.is_some_and(|b| b.0 >= published) {
+                    break;
+                }
+                let lacking = active & !s.known & !s.cancelled;
+                if lacking == 0 {
+                    continue;
+                }
+                for &j in &self.push_order {
+                    if lacking & (1 << j) == 0 {
+                        continue;
+                    }
+                    let n = self.neighbours.get(j).expect("push order lists live slots");
+                    if n.window_allows(chunk.len(), self.config.upload_bps)
+                        && self.arrives_in_time(now, j, chunk.len(), s.deadline)
+                    {
+                        best = Some((published, j, t, s.seq));
+                        break 'chunks;
+                    }
+                }
+            }
+        }
+        best.map(|(_, j, t, seq)| (j, t, seq))
+    }
+
+    /// rp/lu and dp/lu: choose a neighbour that lacks some chunk we hold (at random, or the
+    /// one lacking the most), then send it the newest chunk it lacks.
+    fn pick_latest_useful(&mut self, now: Time, deprived: bool) -> Option<(usize, usize, u64)> {
+        let active = self.neighbours.active();
+        let mut lacking_count = [0u32; crate::neighbours::MAX_SLOTS];
+        let mut useful = 0u64;
+        for store in &self.tracks {
+            for s in store.newest_first() {
+                if s.chunk.is_none() || now >= s.deadline {
+                    continue;
+                }
+                let lacking = active & !s.known;
+                useful |= lacking;
+                if deprived {
+                    for j in bits(lacking) {
+                        lacking_count[j] += 1;
+                    }
+                }
+            }
+        }
+        let upload = self.config.upload_bps;
+        let open: Vec<usize> = bits(useful)
+            .filter(|&j| {
+                let size = self.expected_size(0);
+                self.neighbours
+                    .get(j)
+                    .is_some_and(|n| n.window_allows(size, upload))
+            })
+            .collect();
+        if open.is_empty() {
+            return None;
+        }
+        let j = if deprived {
+            // Ties broken at random so equal neighbours share the upload.
+            let most = open.iter().map(|&j| lacking_count[j]).max().unwrap_or(0);
+            let tied: Vec<usize> = open
+                .iter()
+                .copied()
+                .filter(|&j| lacking_count[j] == most)
+                .collect();
+            tied[self.rng.below(tied.len() as u64) as usize]
+        } else {
+            open[self.rng.below(open.len() as u64) as usize]
+        };
+        let mut best: Option<(u64, usize, u64)> = None;
+        for (t, store) in self.tracks.iter().enumerate() {
+            for s in store.newest_first() {
+                let Some(chunk) = &s.chunk else {
+                    continue;
+                };
+                if now >= s.deadline || s.known & (1 << j) != 0 {
+                    continue;
+                }
+                let published = chunk.meta().published_at_us;
+                if best.is_none_or(|b| published > b.0) {
+                    best = Some((published, t, s.seq));
+                }
+                break;
+            }
+        }
+        best.map(|(_, t, seq)| (j, t, seq))
+    }
+}

@@ -1,0 +1,189 @@
+//! The chunk store: per track, a ring of [`WINDOW`] slots around the live edge.
+//!
+//! Bounded by construction: a track holds at most [`WINDOW`] slots, [`BEHIND`] at or behind the
+//! newest verified chunk (the head) and [`AHEAD`] beyond it (chunks neighbours announced before
+//! we saw them). Anything further back is expired, anything further ahead ignored, so no input
+//! can grow the store. Each slot also carries what the scheduler needs per chunk: which
+//! neighbour slots are known to hold it (`known`, a bit per neighbour slot), where it is coming
+//! from, and whether it was requested.
+
+use crate::time::Time;
+use crate::wire::Chunk;
+
+/// Slots per track; also the width of the neighbour bit masks' partner, the have-window.
+pub const WINDOW: u64 = 64;
+/// Slots kept at or behind the head.
+pub const BEHIND: u64 = 48;
+/// Slots kept beyond the head, for announced chunks not yet received.
+pub const AHEAD: u64 = WINDOW - BEHIND;
+
+/// What the node knows about one chunk of a track.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Slot {
+    /// The sequence number this slot describes; meaningful only when `live`.
+    pub(crate) seq: u64,
+    pub(crate) live: bool,
+    /// The verified chunk, once complete.
+    pub(crate) chunk: Option<Chunk>,
+    /// Publish time plus target latency; meaningful once the chunk is here (see
+    /// [`TrackStore::deadline`] for the estimate before).
+    pub(crate) deadline: Time,
+    /// Neighbour slots known to hold or receive it, or that we sent it to.
+    pub(crate) known: u64,
+    /// Neighbour slots that asked us not to send it.
+    pub(crate) cancelled: u64,
+    /// When we first learned the chunk exists (a neighbour announced it).
+    pub(crate) heard_at: Option<Time>,
+    /// The neighbour slot a copy is arriving from, and when it should be complete.
+    pub(crate) incoming: Option<(u8, Time)>,
+    /// The neighbour slot we requested it from, and when we give up on that request.
+    pub(crate) requested: Option<(u8, Time)>,
+    /// Neighbour slots we already requested it from (not asked twice).
+    pub(crate) asked: u64,
+    /// Whether we announced it (once: when its first byte arrived, or when it completed).
+    pub(crate) announced: bool,
+}
+
+impl Slot {
+    fn reset(&mut self, seq: u64) {
+        *self = Slot {
+            seq,
+            live: true,
+            ..Slot::default()
+        };
+    }
+}
+
+/// The window of one track.
+#[derive(Debug)]
+pub(crate) struct TrackStore {
+    /// Highest sequence number of a verified chunk, once one arrived.
+    head: Option<u64>,
+    /// A verified (sequence, publish time) pair, for estimating other chunks' deadlines.
+    anchor: Option<(u64, Time)>,
+    slots: Vec<Slot>,
+}
+
+impl TrackStore {
+    pub(crate) fn new() -> Self {
+        Self {
+            head: None,
+            anchor: None,
+            slots: vec![Slot::default(); WINDOW as usize],
+        }
+    }
+
+    /// The range of sequence numbers the store accepts now.
+    pub(crate) fn range(&self) -> Option<(u64, u64)> {
+        self.head
+            .map(|h| (h.saturating_sub(BEHIND - 1), h.saturating_add(AHEAD)))
+    }
+
+    fn in_range(&self, seq: u64) -> bool {
+        match self.range() {
+            Some((lo, hi)) => (lo..=hi).contains(&seq),
+            // Before the first chunk, accept announcements near the first one we hear of.
+            None => true,
+        }
+    }
+
+    /// The slot of `seq` if the store describes it.
+    pub(crate) fn get(&self, seq: u64) -> Option<&Slot> {
+        let s = &self.slots[(seq % WINDOW) as usize];
+        (s.live && s.seq == seq && self.in_range(seq)).then_some(s)
+    }
+
+    /// The slot of `seq`, mutable, if the store describes it.
+    pub(crate) fn get_mut(&mut self, seq: u64) -> Option<&mut Slot> {
+        let in_range = self.in_range(seq);
+        let s = &mut self.slots[(seq % WINDOW) as usize];
+        (s.live && s.seq == seq && in_range).then_some(s)
+    }
+
+    /// The slot of `seq`, created (recycling an expired one) if `seq` is within range.
+    pub(crate) fn slot_mut(&mut self, seq: u64) -> Option<&mut Slot> {
+        if !self.in_range(seq) {
+            return None;
+        }
+        if self.head.is_none() {
+            // Announcements before any verified chunk: keep them within one window of each
+            // other so they cannot wipe each other out.
+            let newest = self.slots.iter().filter(|s| s.live).map(|s| s.seq).max();
+            if newest.is_some_and(|n| seq + BEHIND <= n || seq > n + AHEAD) {
+                return None;
+            }
+        }
+        let s = &mut self.slots[(seq % WINDOW) as usize];
+        if !(s.live && s.seq == seq) {
+            s.reset(seq);
+        }
+        Some(s)
+    }
+
+    /// The deadline of `seq`: exact when the chunk is here, otherwise estimated from a verified
+    /// chunk of the track assuming `chunk_duration_us` between consecutive chunks. `None` before
+    /// any chunk of the track arrived.
+    pub(crate) fn deadline(&self, seq: u64, chunk_duration_us: u64, latency_us: u64) -> Option<Time> {
+        if let Some(s) = self.get(seq)
+            && s.chunk.is_some()
+        {
+            return Some(s.deadline);
+        }
+        let (aseq, at) = self.anchor?;
+        let t = at.as_micros() as i128
+            + (seq as i128 - aseq as i128) * chunk_duration_us as i128
+            + latency_us as i128;
+        Some(Time::from_micros(t.clamp(0, u64::MAX as i128) as u64))
+    }
+
+    /// Stores a verified chunk. Returns false if it falls outside the window (too old) or is
+    /// already held. Advances the head and recycles slots that fall behind.
+    pub(crate) fn insert(&mut self, chunk: Chunk, deadline: Time) -> bool {
+        let seq = chunk.meta().sequence;
+        if let Some(h) = self.head
+            && seq + BEHIND <= h
+        {
+            return false;
+        }
+        if self.head.is_none_or(|h| seq > h) {
+            self.head = Some(seq);
+        }
+        if self
+            .anchor
+            .is_none_or(|(a, _)| seq >= a)
+        {
+            self.anchor = Some((seq, Time::from_micros(chunk.meta().published_at_us)));
+        }
+        let Some(slot) = self.slot_mut(seq) else {
+            return false;
+        };
+        if slot.chunk.is_some() {
+            return false;
+        }
+        slot.chunk = Some(chunk);
+        slot.deadline = deadline;
+        slot.incoming = None;
+        slot.requested = None;
+        true
+    }
+
+    /// Sequence numbers of the live slots, in no particular order (works before the first
+    /// verified chunk too, when only announcements are known).
+    pub(crate) fn live_seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slots
+            .iter()
+            .filter(|s| s.live && self.in_range(s.seq))
+            .map(|s| s.seq)
+    }
+
+    /// Iterates over live slots in the window, newest first.
+    pub(crate) fn newest_first(&self) -> impl Iterator<Item = &Slot> + '_ {
+        let (lo, hi) = self.range().unwrap_or((1, 0));
+        (lo..=hi).rev().filter_map(move |seq| self.get(seq))
+    }
+
+    /// All slots, for bulk updates (clearing a departed neighbour's bits).
+    pub(crate) fn slots_mut(&mut self) -> impl Iterator<Item = &mut Slot> + '_ {
+        self.slots.iter_mut()
+    }
+}
