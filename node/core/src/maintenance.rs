@@ -36,8 +36,8 @@ impl Node {
             if count <= min {
                 break;
             }
-            let stale = now.saturating_since(n.last_useful) > idle
-                && now.saturating_since(n.since) > idle;
+            let stale =
+                now.saturating_since(n.last_useful) > idle && now.saturating_since(n.since) > idle;
             if stale && !n.protected && self.config.role != Role::Origin {
                 doomed.push(slot);
                 count -= 1;

@@ -69,6 +69,8 @@ pub struct Config {
     /// Pushes are only for chunks younger than this (age since publication); older chunks move
     /// by request, where duplicates cannot happen.
     pub push_horizon: Duration,
+    /// Chunks younger than this go to spreaders before any request is served.
+    pub diffusion_age: Duration,
     /// Interval of neighbour maintenance (and of buffer maps under [`Policy::MeshPull`]).
     pub maintenance_interval: Duration,
     /// A neighbour that neither gave nor took a chunk for this long is replaced.
@@ -86,8 +88,9 @@ impl Config {
             max_neighbours: 12,
             min_neighbours: 8,
             policy: Policy::Fjord,
-            repair_patience: Duration::from_millis(400),
+            repair_patience: Duration::from_millis(1000),
             push_horizon: Duration::from_secs(3),
+            diffusion_age: Duration::from_millis(1000),
             maintenance_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(20),
             protected_share: 0.25,
@@ -249,6 +252,8 @@ pub struct Node {
     pub(crate) neighbours: Neighbours,
     /// Neighbour slots in push order (best onward value first).
     pub(crate) push_order: Vec<usize>,
+    /// Bit per neighbour slot whose upload is at least the stream rate.
+    pub(crate) spreaders: u64,
     pending_connects: Vec<(PeerId, Time)>,
     /// When the chunk being sent leaves the uplink.
     pub(crate) uplink_free_at: Time,
@@ -272,6 +277,7 @@ impl Node {
             tracks: Vec::new(),
             neighbours: Neighbours::new(),
             push_order: Vec::new(),
+            spreaders: 0,
             pending_connects: Vec::new(),
             uplink_free_at: now,
             current: None,
@@ -310,6 +316,18 @@ impl Node {
             .is_some_and(|s| s.chunk.is_some())
     }
 
+    /// A one-line description of the node's state, for debugging.
+    pub fn debug_summary(&self) -> String {
+        let active = self.neighbours.active().count_ones();
+        let heads: Vec<Option<(u64, u64)>> = self.tracks.iter().map(|t| t.range()).collect();
+        let inflight: usize = self.neighbours.iter().map(|(_, n)| n.in_flight.len()).sum();
+        let reqs: usize = self.neighbours.iter().map(|(_, n)| n.requests.len()).sum();
+        format!(
+            "active {active} ranges {heads:?} in_flight {inflight} requests {reqs} uplink_free {:?} wake {} next_repair {:?}",
+            self.uplink_free_at, self.wake_for_uplink, self.next_repair
+        )
+    }
+
     /// The next output to carry out, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
@@ -342,7 +360,11 @@ impl Node {
                 }
             }
             Input::Rtt { peer, rtt } => {
-                if let Some(n) = self.neighbours.slot_of(peer).and_then(|s| self.neighbours.get_mut(s)) {
+                if let Some(n) = self
+                    .neighbours
+                    .slot_of(peer)
+                    .and_then(|s| self.neighbours.get_mut(s))
+                {
                     n.rtt_sample(rtt, false);
                 }
             }
@@ -411,7 +433,11 @@ impl Node {
     }
 
     pub(crate) fn chunk_id(&self, track: usize, seq: u64) -> ChunkId {
-        let m = self.manifest.as_ref().expect("tracks exist only with a manifest").content();
+        let m = self
+            .manifest
+            .as_ref()
+            .expect("tracks exist only with a manifest")
+            .content();
         ChunkId {
             epoch: m.epoch,
             track: m.tracks[track].id,
@@ -423,7 +449,10 @@ impl Node {
     pub(crate) fn timing(&self) -> (u64, u64) {
         self.manifest.as_ref().map_or((1, 1), |m| {
             let c = m.content();
-            (u64::from(c.chunk_duration_us), u64::from(c.target_latency_us))
+            (
+                u64::from(c.chunk_duration_us),
+                u64::from(c.target_latency_us),
+            )
         })
     }
 
@@ -509,7 +538,17 @@ impl Node {
                 if let Some((t, seq)) = self.locate(&id) {
                     if let Some(s) = self.tracks[t].get_mut(seq) {
                         s.cancelled |= 1 << slot;
-                        s.known |= 1 << slot;
+                        if s.chunk.is_some() {
+                            s.known |= 1 << slot;
+                        }
+                        // A refused request: ask another holder now.
+                        if s.requested.is_some_and(|(j, _)| j as usize == slot) {
+                            s.requested = None;
+                            self.next_repair = Some(now);
+                        }
+                    }
+                    if let Some(n) = self.neighbours.get_mut(slot) {
+                        n.our_requests = n.our_requests.saturating_sub(1);
                     }
                     if let Some(n) = self.neighbours.get_mut(slot) {
                         n.requests.retain(|r| *r != (t, seq));
@@ -563,7 +602,11 @@ impl Node {
     /// The stream's total nominal bit rate.
     pub(crate) fn stream_bps(&self) -> u64 {
         self.manifest.as_ref().map_or(0, |m| {
-            m.content().tracks.iter().map(|t| u64::from(t.bitrate)).sum()
+            m.content()
+                .tracks
+                .iter()
+                .map(|t| u64::from(t.bitrate))
+                .sum()
         })
     }
 
@@ -595,22 +638,24 @@ impl Node {
             .collect();
         order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         self.push_order = order.into_iter().map(|(i, _)| i).collect();
+        let stream = self.stream_bps();
+        self.spreaders = self
+            .neighbours
+            .iter()
+            .filter(|(_, n)| n.hello.is_some() && stream > 0 && n.upload_bps() >= stream)
+            .fold(0, |m, (i, _)| m | 1 << i);
     }
 
     /// A neighbour holds (or receives) chunk `seq` of `track`.
     fn learn_holder(&mut self, now: Time, slot: usize, track: usize, seq: u64) {
-        let Some(s) = self.tracks[track].slot_mut(seq) else {
+        let (chunk_us, _) = self.timing();
+        let Some(s) = self.tracks[track].announced_mut(seq, now, chunk_us) else {
             return;
         };
         s.known |= 1 << slot;
-        if s.chunk.is_none() && s.heard_at.is_none() {
-            s.heard_at = Some(now);
-        } else {
-            s.heard_at.get_or_insert(now);
-        }
-        if self.config.policy == Policy::Fjord
-            && self.tracks[track].get(seq).is_some_and(|s| s.chunk.is_none() && s.heard_at == Some(now))
-        {
+        let news = s.chunk.is_none() && s.heard_at.is_none();
+        s.heard_at.get_or_insert(now);
+        if news && self.config.policy == Policy::Fjord {
             let due = now + self.config.repair_patience;
             self.next_repair = Some(self.next_repair.map_or(due, |r| r.min(due)));
         }
@@ -641,9 +686,13 @@ impl Node {
         };
         let announce = self.config.policy != Policy::MeshPull;
         let upload = self.neighbours.get(slot).map_or(0, Neighbour::upload_bps);
-        let srtt = self.neighbours.get(slot).map_or(crate::neighbours::DEFAULT_RTT, |n| n.srtt);
+        let srtt = self
+            .neighbours
+            .get(slot)
+            .map_or(crate::neighbours::DEFAULT_RTT, |n| n.srtt);
         let cancel_dups = self.config.policy == Policy::Fjord;
-        let Some(s) = self.tracks[t].slot_mut(seq) else {
+        let (chunk_us, _) = self.timing();
+        let Some(s) = self.tracks[t].announced_mut(seq, now, chunk_us) else {
             return;
         };
         s.known |= 1 << slot;
@@ -653,7 +702,8 @@ impl Node {
             }
             return;
         }
-        let expected = now + transmission_time(len, upload.max(1)) * 2 + srtt + Duration::from_millis(100);
+        let expected =
+            now + transmission_time(len, upload.max(1)) * 2 + srtt + Duration::from_millis(100);
         s.incoming = Some((slot as u8, expected));
         s.heard_at.get_or_insert(now);
         if announce && !s.announced {
@@ -736,7 +786,10 @@ impl Node {
         let reset = self.manifest.as_ref().is_none_or(|old| {
             let (o, n) = (old.content(), manifest.content());
             o.epoch != n.epoch
-                || o.tracks.iter().map(|t| t.id).ne(n.tracks.iter().map(|t| t.id))
+                || o.tracks
+                    .iter()
+                    .map(|t| t.id)
+                    .ne(n.tracks.iter().map(|t| t.id))
         });
         if reset {
             self.tracks = (0..manifest.content().tracks.len())
@@ -822,13 +875,12 @@ impl Node {
         if let Some(s) = self.tracks[track].get_mut(seq) {
             s.known |= 1 << slot;
         }
-        let n = self.neighbours.get_mut(slot).expect("the scheduler picks live neighbours");
+        let n = self
+            .neighbours
+            .get_mut(slot)
+            .expect("the scheduler picks live neighbours");
         n.requests.retain(|r| *r != (track, seq));
-        n.in_flight.push(InFlight {
-            track,
-            seq,
-            bytes,
-        });
+        n.in_flight.push(InFlight { track, seq, bytes });
         n.in_flight_bytes += bytes;
         let peer = n.peer;
         self.stats.chunks_sent += 1;

@@ -1,9 +1,12 @@
 //! The chunk store: per track, a ring of [`WINDOW`] slots around the live edge.
 //!
 //! Bounded by construction: a track holds at most [`WINDOW`] slots, [`BEHIND`] at or behind the
-//! newest verified chunk (the head) and [`AHEAD`] beyond it (chunks neighbours announced before
-//! we saw them). Anything further back is expired, anything further ahead ignored, so no input
-//! can grow the store. Each slot also carries what the scheduler needs per chunk: which
+//! live edge and [`AHEAD`] beyond it. The edge is the newest chunk known to exist: the newest
+//! verified chunk, or a newer one a neighbour announced if its estimated publication time (from
+//! a verified chunk and the chunk duration) is not in the future. So a node that fell behind
+//! still hears of new chunks, while an announcement of a chunk that cannot exist yet moves
+//! nothing. Anything further back is expired, anything further ahead ignored, so no input can
+//! grow the store. Each slot also carries what the scheduler needs per chunk: which
 //! neighbour slots are known to hold it (`known`, a bit per neighbour slot), where it is coming
 //! from, and whether it was requested.
 
@@ -14,8 +17,10 @@ use crate::wire::Chunk;
 pub const WINDOW: u64 = 64;
 /// Slots kept at or behind the head.
 pub const BEHIND: u64 = 48;
-/// Slots kept beyond the head, for announced chunks not yet received.
+/// Slots kept beyond the edge, for announced chunks not yet received.
 pub const AHEAD: u64 = WINDOW - BEHIND;
+/// Clock difference tolerated when judging whether an announced chunk can exist yet.
+const PLAUSIBLE_SKEW_US: i128 = 1_000_000;
 
 /// What the node knows about one chunk of a track.
 #[derive(Clone, Debug, Default)]
@@ -57,7 +62,7 @@ impl Slot {
 /// The window of one track.
 #[derive(Debug)]
 pub(crate) struct TrackStore {
-    /// Highest sequence number of a verified chunk, once one arrived.
+    /// The live edge: highest sequence number known to exist, once a chunk was verified.
     head: Option<u64>,
     /// A verified (sequence, publish time) pair, for estimating other chunks' deadlines.
     anchor: Option<(u64, Time)>,
@@ -100,6 +105,26 @@ impl TrackStore {
         (s.live && s.seq == seq && in_range).then_some(s)
     }
 
+    /// The slot of a chunk a neighbour announced: as [`TrackStore::slot_mut`], but first moves
+    /// the edge forward if the chunk can exist by `now` (see the module documentation).
+    pub(crate) fn announced_mut(
+        &mut self,
+        seq: u64,
+        now: Time,
+        chunk_us: u64,
+    ) -> Option<&mut Slot> {
+        if let (Some(h), Some((aseq, at))) = (self.head, self.anchor)
+            && seq > h
+        {
+            let published =
+                at.as_micros() as i128 + (seq as i128 - aseq as i128) * chunk_us as i128;
+            if published <= now.as_micros() as i128 + PLAUSIBLE_SKEW_US {
+                self.head = Some(seq);
+            }
+        }
+        self.slot_mut(seq)
+    }
+
     /// The slot of `seq`, created (recycling an expired one) if `seq` is within range.
     pub(crate) fn slot_mut(&mut self, seq: u64) -> Option<&mut Slot> {
         if !self.in_range(seq) {
@@ -123,7 +148,12 @@ impl TrackStore {
     /// The deadline of `seq`: exact when the chunk is here, otherwise estimated from a verified
     /// chunk of the track assuming `chunk_duration_us` between consecutive chunks. `None` before
     /// any chunk of the track arrived.
-    pub(crate) fn deadline(&self, seq: u64, chunk_duration_us: u64, latency_us: u64) -> Option<Time> {
+    pub(crate) fn deadline(
+        &self,
+        seq: u64,
+        chunk_duration_us: u64,
+        latency_us: u64,
+    ) -> Option<Time> {
         if let Some(s) = self.get(seq)
             && s.chunk.is_some()
         {
@@ -148,10 +178,7 @@ impl TrackStore {
         if self.head.is_none_or(|h| seq > h) {
             self.head = Some(seq);
         }
-        if self
-            .anchor
-            .is_none_or(|(a, _)| seq >= a)
-        {
+        if self.anchor.is_none_or(|(a, _)| seq >= a) {
             self.anchor = Some((seq, Time::from_micros(chunk.meta().published_at_us)));
         }
         let Some(slot) = self.slot_mut(seq) else {

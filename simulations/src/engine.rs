@@ -1,0 +1,931 @@
+//! The discrete-event engine: many [`Node`]s of `fjord-core` on one virtual clock, joined by
+//! the [`Network`] model.
+//!
+//! Each event hands one input to one node, then carries out that node's outputs: a control
+//! message or manifest arrives one one-way delay later; a chunk occupies the sender's uplink
+//! (first in, first out, at its upload rate) and the receiver's downlink, arrives first as a
+//! header (`ChunkIncoming`) and then whole; loss adds a retransmission round trip. Timers are
+//! events too: after every input the node's `poll_timeout` is (re)scheduled, stale timers being
+//! skipped by generation. Chunks are signed once, by the real channel key, and shared by all
+//! nodes (`Bytes` is reference-counted); the engine never verifies them again, as a real node's
+//! driver would, because it made them.
+//!
+//! Determinism: one seeded generator drives the engine, each node has its own seed derived
+//! from it, and events at the same instant run in scheduling order.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+use bytes::Bytes;
+use fjord_core::proto::Control;
+use fjord_core::rng::Rng;
+use fjord_core::time::transmission_time;
+use fjord_core::wire::{
+    ChannelKey, Chunk, ChunkFlags, ChunkMeta, Manifest, ManifestContent, Track, TrackKind,
+};
+use fjord_core::{Config, Input, Node, Output, PeerId, Policy, Time};
+
+use crate::metrics::{JOIN_ALLOWANCE, Metrics};
+use crate::network::{Network, Place};
+use crate::queue::Queue;
+use crate::scenario::Scenario;
+
+/// Virtual time of the first publication: an arbitrary wall-clock instant (2026-01-01), so
+/// publication times look like the real ones.
+const EPOCH_US: u64 = 1_767_225_600_000_000;
+const ORIGIN: u32 = 0;
+/// Delay before a departed viewer is replaced, when churn keeps the population steady.
+const REPLACE_DELAY: Duration = Duration::from_millis(500);
+
+#[derive(Clone, Copy, Debug)]
+enum Event {
+    Publish(u32),
+    Join(u32),
+    Leave(u32),
+    Timer {
+        host: u32,
+        generation: u32,
+    },
+    Control {
+        to: u32,
+        from: u32,
+        msg: Control,
+    },
+    Manifest {
+        to: u32,
+        from: u32,
+    },
+    Incoming {
+        to: u32,
+        from: u32,
+        seq: u32,
+        transfer: u64,
+    },
+    Complete {
+        to: u32,
+        from: u32,
+        seq: u32,
+        transfer: u64,
+    },
+    Connected {
+        from: u32,
+        to: u32,
+    },
+    PeerDown {
+        to: u32,
+        from: u32,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Transfer {
+    id: u64,
+    to: u32,
+    seq: u32,
+    start: Time,
+    end: Time,
+    bytes: u32,
+}
+
+struct Host {
+    node: Option<Node>,
+    place: Place,
+    upload_bps: u64,
+    download_bps: u64,
+    uplink_free: Time,
+    downlink_free: Time,
+    timer: Option<Time>,
+    generation: u32,
+    joined: Time,
+    leaves: Option<Time>,
+    sending: Vec<Transfer>,
+    first_delivery: bool,
+    eligible: (u64, u64),
+    on_time: u64,
+}
+
+/// The outcome of one run.
+#[derive(Debug)]
+pub struct RunOutput {
+    /// The counters.
+    pub metrics: Metrics,
+    /// Uploads of the viewers (bit/s), for the lower bound.
+    pub uploads_bps: Vec<f64>,
+    /// Events processed.
+    pub events: u64,
+    /// Chunks published.
+    pub chunks: u64,
+    /// Smallest one-way delay of the network model.
+    pub min_one_way: Duration,
+    /// The nodes' own counters, summed over the viewers alive at the end.
+    pub node_stats: fjord_core::Stats,
+}
+
+/// Progress reports: called with simulated seconds done.
+pub type Progress<'a> = &'a mut dyn FnMut(f64);
+
+/// One simulation run of `scenario` under `policy`.
+pub struct Engine<'s> {
+    sc: &'s Scenario,
+    policy: Policy,
+    net: Network,
+    rng: Rng,
+    queue: Queue<Event>,
+    now: Time,
+    hosts: Vec<Host>,
+    live: Vec<u32>,
+    live_pos: Vec<usize>,
+    key: ChannelKey,
+    manifest: Manifest,
+    chunks: Vec<Option<Chunk>>,
+    chunk_us: u64,
+    latency_us: u64,
+    total_chunks: u64,
+    next_transfer: u64,
+    warmup: Time,
+    end: Time,
+    metrics: Metrics,
+    events: u64,
+}
+
+impl<'s> Engine<'s> {
+    /// Prepares a run. `dir` resolves relative paths in the scenario.
+    pub fn new(sc: &'s Scenario, policy: Policy, dir: &Path) -> Result<Self> {
+        let net = Network::new(&sc.network, dir)?;
+        let rng = Rng::new(sc.seed);
+        let key = ChannelKey::from_seed(&[0x46; 32]);
+        let chunk_us = u64::from(sc.stream.chunk_ms) * 1000;
+        let latency_us = u64::from(sc.stream.target_latency_ms) * 1000;
+        let manifest = key.sign_manifest(&ManifestContent {
+            epoch: 1,
+            name: sc.name.clone(),
+            issued_at_us: EPOCH_US,
+            chunk_duration_us: chunk_us as u32,
+            group_duration_us: sc.stream.group_ms.max(sc.stream.chunk_ms) * 1000,
+            target_latency_us: latency_us as u32,
+            tracks: vec![Track {
+                id: 1,
+                kind: TrackKind::Video,
+                codec: "avc1.64001f".into(),
+                timescale: 90_000,
+                bitrate: sc.stream.rate_kbps * 1000,
+                init_segment: Bytes::from_static(b"init"),
+            }],
+        })?;
+        let total_chunks = (sc.duration_s * 1e6 / chunk_us as f64) as u64;
+        let chunk_bytes = u64::from(sc.stream.rate_kbps) * 1000 / 8 * chunk_us / 1_000_000;
+        let start = Time::from_micros(EPOCH_US);
+        Ok(Self {
+            sc,
+            policy,
+            net,
+            rng,
+            queue: Queue::new(),
+            now: start,
+            hosts: Vec::new(),
+            live: Vec::new(),
+            live_pos: Vec::new(),
+            key,
+            manifest,
+            chunks: vec![None; total_chunks as usize],
+            chunk_us,
+            latency_us,
+            total_chunks,
+            next_transfer: 0,
+            warmup: start + Duration::from_secs_f64(sc.warmup_s),
+            end: start + Duration::from_secs_f64(sc.duration_s),
+            metrics: Metrics::new(total_chunks as usize, chunk_bytes),
+            events: 0,
+        })
+    }
+
+    fn stream_bps(&self) -> u64 {
+        u64::from(self.sc.stream.rate_kbps) * 1000
+    }
+
+    fn config(&self, origin: bool, upload_bps: u64) -> Config {
+        let n = &self.sc.node;
+        let mut c = if origin {
+            let mut c = Config::origin(upload_bps);
+            c.max_neighbours = n.origin_neighbours;
+            c
+        } else {
+            let mut c = Config::viewer(upload_bps);
+            c.max_neighbours = n.max_neighbours;
+            c.min_neighbours = n.min_neighbours;
+            c
+        };
+        c.policy = self.policy;
+        c.repair_patience = Duration::from_millis(n.repair_patience_ms);
+        c.push_horizon = Duration::from_millis(n.push_horizon_ms);
+        c
+    }
+
+    /// Runs to the end and returns the measurements.
+    pub fn run(mut self, progress: Progress<'_>) -> Result<RunOutput> {
+        // The origin, at the centre of the map, holding the manifest.
+        let origin_bps = (self.sc.origin_upload * self.stream_bps() as f64) as u64;
+        let mut place_rng = Rng::new(self.sc.seed ^ 0x5eed);
+        let place = self.net.place(&self.sc.network, 0, &mut place_rng);
+        self.add_host(place, origin_bps, u64::MAX / 4, None);
+        let manifest = self.manifest.clone();
+        self.with_node(ORIGIN, |n, now| {
+            n.handle(
+                now,
+                Input::Manifest {
+                    from: None,
+                    manifest,
+                },
+            )
+        });
+        // The initial viewers join over the join window; publication starts at once.
+        for i in 0..self.sc.peers {
+            let at = self.now
+                + Duration::from_secs_f64(self.sc.join_window_s * i as f64 / self.sc.peers as f64);
+            let id = self.new_host(&mut place_rng);
+            self.queue.push(at, Event::Join(id));
+        }
+        self.queue.push(self.now, Event::Publish(0));
+        let mut last_report = self.now;
+        while let Some((at, event)) = self.queue.pop() {
+            if at > self.end {
+                break;
+            }
+            self.now = at;
+            self.events += 1;
+            self.dispatch(event, &mut place_rng);
+            if at.saturating_since(last_report) >= Duration::from_secs(1) {
+                last_report = at;
+                progress(
+                    at.saturating_since(Time::from_micros(EPOCH_US))
+                        .as_secs_f64(),
+                );
+            }
+        }
+        self.finish();
+        let uploads_bps = self.hosts[1..]
+            .iter()
+            .take(self.sc.peers)
+            .map(|h| h.upload_bps as f64)
+            .collect();
+        let mut node_stats = fjord_core::Stats::default();
+        for h in &self.hosts[1..] {
+            if let Some(n) = &h.node {
+                let s = n.stats();
+                node_stats.chunks_received += s.chunks_received;
+                node_stats.duplicates += s.duplicates;
+                node_stats.late += s.late;
+                node_stats.chunks_sent += s.chunks_sent;
+                node_stats.aborted += s.aborted;
+                node_stats.requests_sent += s.requests_sent;
+                node_stats.requests_served += s.requests_served;
+                node_stats.control_sent += s.control_sent;
+            }
+        }
+        if std::env::var_os("FJORD_SIM_DEBUG").is_some() {
+            eprintln!("{node_stats:?}");
+            for h in self.hosts.iter().take(6) {
+                if let Some(n) = &h.node {
+                    eprintln!(
+                        "up {} manifest {} neighbours {} {:?}",
+                        h.upload_bps,
+                        n.manifest().is_some(),
+                        n.neighbours().count(),
+                        n.debug_summary()
+                    );
+                }
+            }
+        }
+        Ok(RunOutput {
+            node_stats,
+            metrics: self.metrics,
+            uploads_bps,
+            events: self.events,
+            chunks: self.total_chunks,
+            min_one_way: self.net.min_one_way(),
+        })
+    }
+
+    /// Draws a viewer's class and place and registers it (not yet joined).
+    fn new_host(&mut self, place_rng: &mut Rng) -> u32 {
+        let total: f64 = self.sc.classes.iter().map(|c| c.share).sum();
+        let mut x = place_rng.unit() * total;
+        let mut class = &self.sc.classes[self.sc.classes.len() - 1];
+        for c in &self.sc.classes {
+            if x < c.share {
+                class = c;
+                break;
+            }
+            x -= c.share;
+        }
+        let r = self.stream_bps() as f64;
+        let (up, down) = ((class.upload * r) as u64, (class.download * r) as u64);
+        let index = self.hosts.len();
+        let place = self.net.place(&self.sc.network, index, place_rng);
+        let leaves = if self.sc.churn.enabled {
+            let session = weibull(
+                place_rng,
+                self.sc.churn.weibull_shape,
+                self.sc.churn.mean_session_s,
+            );
+            Some(session)
+        } else {
+            None
+        };
+        let id = self.add_host(place, up, down, None);
+        // Session length is counted from the join; stored relative until then.
+        self.hosts[id as usize].leaves = leaves.map(|s| Time::from_micros(s.as_micros() as u64));
+        id
+    }
+
+    fn add_host(&mut self, place: Place, up: u64, down: u64, leaves: Option<Time>) -> u32 {
+        self.hosts.push(Host {
+            node: None,
+            place,
+            upload_bps: up,
+            download_bps: down,
+            uplink_free: self.now,
+            downlink_free: self.now,
+            timer: None,
+            generation: 0,
+            joined: self.now,
+            leaves,
+            sending: Vec::new(),
+            first_delivery: false,
+            eligible: (1, 0),
+            on_time: 0,
+        });
+        self.live_pos.push(usize::MAX);
+        let id = (self.hosts.len() - 1) as u32;
+        if id == ORIGIN {
+            let config = self.config(true, up);
+            self.hosts[0].node = Some(Node::new(config, self.sc.seed, self.now));
+            self.set_live(ORIGIN, true);
+        }
+        id
+    }
+
+    fn set_live(&mut self, id: u32, live: bool) {
+        if live {
+            self.live_pos[id as usize] = self.live.len();
+            self.live.push(id);
+        } else {
+            let pos = self.live_pos[id as usize];
+            if pos == usize::MAX {
+                return;
+            }
+            let last = *self.live.last().expect("non-empty");
+            self.live.swap_remove(pos);
+            if last != id {
+                self.live_pos[last as usize] = pos;
+            }
+            self.live_pos[id as usize] = usize::MAX;
+        }
+    }
+
+    fn alive(&self, id: u32) -> bool {
+        self.hosts[id as usize].node.is_some()
+    }
+
+    fn one_way(&self, a: u32, b: u32) -> Duration {
+        self.net
+            .one_way(&self.hosts[a as usize].place, &self.hosts[b as usize].place)
+    }
+
+    fn dispatch(&mut self, event: Event, place_rng: &mut Rng) {
+        match event {
+            Event::Publish(seq) => self.publish(seq),
+            Event::Join(id) => self.join(id),
+            Event::Leave(id) => self.leave(id, place_rng),
+            Event::Timer { host, generation } => {
+                let h = &mut self.hosts[host as usize];
+                if h.generation != generation || h.node.is_none() {
+                    return;
+                }
+                h.timer = None;
+                self.with_node(host, |n, now| n.handle_timeout(now));
+            }
+            Event::Control { to, from, msg } => {
+                if self.alive(to) {
+                    let peer = PeerId(u64::from(from));
+                    self.with_node(to, |n, now| n.handle(now, Input::Control { peer, msg }));
+                }
+            }
+            Event::Manifest { to, from } => {
+                if self.alive(to) {
+                    let manifest = self.manifest.clone();
+                    let from = Some(PeerId(u64::from(from)));
+                    self.with_node(to, |n, now| {
+                        n.handle(now, Input::Manifest { from, manifest })
+                    });
+                }
+            }
+            Event::Incoming {
+                to,
+                from,
+                seq,
+                transfer,
+            } => {
+                if self.alive(to) && self.transfer_live(from, transfer) {
+                    let chunk = self.chunks[seq as usize].as_ref().expect("published");
+                    let (meta, len) = (*chunk.meta(), chunk.len());
+                    let peer = PeerId(u64::from(from));
+                    self.with_node(to, |n, now| {
+                        n.handle(now, Input::ChunkIncoming { peer, meta, len })
+                    });
+                }
+            }
+            Event::Complete {
+                to,
+                from,
+                seq,
+                transfer,
+            } => self.complete(to, from, seq, transfer),
+            Event::Connected { from, to } => {
+                let peer_to = PeerId(u64::from(to));
+                if !self.alive(from) {
+                    return;
+                }
+                if !self.alive(to) {
+                    self.with_node(from, |n, now| n.handle(now, Input::ConnectFailed(peer_to)));
+                    return;
+                }
+                let rtt = Some(self.one_way(from, to) * 2);
+                let peer_from = PeerId(u64::from(from));
+                self.with_node(from, |n, now| {
+                    n.handle(
+                        now,
+                        Input::PeerUp {
+                            peer: peer_to,
+                            outbound: true,
+                            rtt,
+                        },
+                    )
+                });
+                self.with_node(to, |n, now| {
+                    n.handle(
+                        now,
+                        Input::PeerUp {
+                            peer: peer_from,
+                            outbound: false,
+                            rtt,
+                        },
+                    )
+                });
+            }
+            Event::PeerDown { to, from } => {
+                if self.alive(to) {
+                    self.cancel_transfers(to, Some(from));
+                    let peer = PeerId(u64::from(from));
+                    self.with_node(to, |n, now| n.handle(now, Input::PeerDown(peer)));
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self, seq: u32) {
+        let s = u64::from(seq);
+        let meta = ChunkMeta {
+            epoch: 1,
+            track: 1,
+            sequence: s,
+            flags: if s * self.chunk_us % (u64::from(self.sc.stream.group_ms) * 1000) == 0 {
+                ChunkFlags::GROUP_START | ChunkFlags::INDEPENDENT
+            } else {
+                ChunkFlags::empty()
+            },
+            timestamp: s * self.chunk_us * 9 / 100,
+            duration: (self.chunk_us * 9 / 100) as u32,
+            published_at_us: self.now.as_micros(),
+        };
+        let payload = vec![0u8; self.metrics.chunk_bytes as usize];
+        let chunk = self
+            .key
+            .sign_chunk(&meta, &payload)
+            .expect("payload within limits");
+        self.chunks[seq as usize] = Some(chunk.clone());
+        // Nodes hold their own references; the engine keeps only what events may still need.
+        if let Some(old) = (seq as usize).checked_sub(fjord_core::store::WINDOW as usize) {
+            self.chunks[old] = None;
+        }
+        self.with_node(ORIGIN, |n, now| {
+            n.handle(now, Input::Chunk { from: None, chunk })
+        });
+        if s + 1 < self.total_chunks {
+            self.queue.push(
+                self.now + Duration::from_micros(self.chunk_us),
+                Event::Publish(seq + 1),
+            );
+        }
+    }
+
+    fn join(&mut self, id: u32) {
+        let up = self.hosts[id as usize].upload_bps;
+        let config = self.config(false, up);
+        let seed = self.rng.next_u64();
+        let now = self.now;
+        let session = self.hosts[id as usize].leaves.take();
+        let h = &mut self.hosts[id as usize];
+        h.node = Some(Node::new(config, seed, now));
+        h.joined = now;
+        h.uplink_free = now;
+        h.downlink_free = now;
+        if let Some(s) = session {
+            let leave_at = now + Duration::from_micros(s.as_micros());
+            h.leaves = Some(leave_at);
+            self.queue.push(leave_at, Event::Leave(id));
+        }
+        // Eligible chunks: published from max(join + allowance, warm-up), deadline before the
+        // peer leaves and before the end.
+        let t0 = EPOCH_US;
+        let from = (now + JOIN_ALLOWANCE).max(self.warmup).as_micros();
+        let until = self.hosts[id as usize]
+            .leaves
+            .unwrap_or(self.end)
+            .min(self.end)
+            .as_micros();
+        let lo = (from.saturating_sub(t0)).div_ceil(self.chunk_us);
+        let hi = until.saturating_sub(t0 + self.latency_us) / self.chunk_us;
+        let hi = hi.min(self.total_chunks.saturating_sub(1));
+        self.hosts[id as usize].eligible = (lo, hi);
+        if lo <= hi && until > t0 + self.latency_us {
+            self.metrics.add_eligible(lo, hi);
+        } else {
+            self.hosts[id as usize].eligible = (1, 0);
+        }
+        self.set_live(id, true);
+        self.with_node(id, |n, now| n.handle_timeout(now));
+    }
+
+    fn leave(&mut self, id: u32, place_rng: &mut Rng) {
+        let Some(node) = self.hosts[id as usize].node.take() else {
+            return;
+        };
+        self.set_live(id, false);
+        self.close_peer(id);
+        let crash = self.rng.chance(self.sc.churn.crash_share);
+        for peer in node.neighbours() {
+            let to = peer.0 as u32;
+            let delay = if crash {
+                Duration::from_secs_f64(self.sc.churn.crash_detect_s)
+            } else {
+                self.one_way(id, to)
+            };
+            self.queue
+                .push(self.now + delay, Event::PeerDown { to, from: id });
+        }
+        self.cancel_transfers(id, None);
+        // Keep the population steady: a newcomer replaces the departed.
+        let newcomer = self.new_host(place_rng);
+        self.queue
+            .push(self.now + REPLACE_DELAY, Event::Join(newcomer));
+    }
+
+    /// Per-peer continuity, recorded when a peer leaves or the run ends.
+    fn close_peer(&mut self, id: u32) {
+        let h = &self.hosts[id as usize];
+        let (lo, hi) = h.eligible;
+        if lo <= hi {
+            self.metrics
+                .peer_continuity
+                .push(h.on_time as f64 / (hi - lo + 1) as f64);
+        }
+    }
+
+    fn finish(&mut self) {
+        for id in 1..self.hosts.len() as u32 {
+            if self.alive(id) {
+                self.close_peer(id);
+            }
+        }
+    }
+
+    fn transfer_live(&self, from: u32, id: u64) -> bool {
+        self.alive(from) && self.hosts[from as usize].sending.iter().any(|t| t.id == id)
+    }
+
+    fn complete(&mut self, to: u32, from: u32, seq: u32, transfer: u64) {
+        if !self.transfer_live(from, transfer) {
+            return;
+        }
+        let sending = &mut self.hosts[from as usize].sending;
+        let i = sending.iter().position(|t| t.id == transfer).expect("live");
+        let t = sending.swap_remove(i);
+        self.account_transfer(from, u64::from(t.bytes));
+        if !self.alive(to) {
+            return;
+        }
+        let chunk = self.chunks[seq as usize].clone().expect("published");
+        let node = self.hosts[to as usize].node.as_ref().expect("alive");
+        if node.has_chunk(chunk.id()) && self.measuring() {
+            self.metrics.duplicate_bytes += u64::from(t.bytes);
+        }
+        let peer = Some(PeerId(u64::from(from)));
+        self.with_node(to, |n, now| {
+            n.handle(now, Input::Chunk { from: peer, chunk })
+        });
+    }
+
+    fn measuring(&self) -> bool {
+        self.now >= self.warmup
+    }
+
+    fn account_transfer(&mut self, from: u32, bytes: u64) {
+        if self.measuring() {
+            self.metrics.transfer_bytes += bytes;
+            if from == ORIGIN {
+                self.metrics.origin_bytes += bytes;
+            }
+        }
+    }
+
+    /// Cancels transfers from `host` (to `to` only, or all), counting the part already sent.
+    fn cancel_transfers(&mut self, host: u32, to: Option<u32>) {
+        let now = self.now;
+        let mut cut = Vec::new();
+        self.hosts[host as usize].sending.retain(|t| {
+            let hit = to.is_none_or(|to| t.to == to);
+            if hit {
+                cut.push(*t);
+            }
+            !hit
+        });
+        for t in cut {
+            self.cut_transfer(host, &t, now);
+        }
+    }
+
+    fn cut_transfer(&mut self, host: u32, t: &Transfer, now: Time) {
+        let span = t.end.saturating_since(t.start).as_secs_f64();
+        let done = now.saturating_since(t.start).as_secs_f64();
+        let sent = if span > 0.0 {
+            (f64::from(t.bytes) * (done / span).min(1.0)) as u64
+        } else {
+            0
+        };
+        self.account_transfer(host, sent);
+        if self.measuring() {
+            self.metrics.duplicate_bytes += sent;
+        }
+        let h = &mut self.hosts[host as usize];
+        if now < t.end && h.uplink_free == t.end {
+            h.uplink_free = now.max(t.start);
+        }
+    }
+
+    /// Runs `f` on a live node, then carries out its outputs and reschedules its timer.
+    fn with_node(&mut self, id: u32, f: impl FnOnce(&mut Node, Time)) {
+        let now = self.now;
+        let Some(node) = self.hosts[id as usize].node.as_mut() else {
+            return;
+        };
+        f(node, now);
+        self.drain(id);
+        self.reschedule(id);
+    }
+
+    fn reschedule(&mut self, id: u32) {
+        let now = self.now;
+        let h = &mut self.hosts[id as usize];
+        let Some(node) = h.node.as_ref() else {
+            return;
+        };
+        let Some(mut at) = node.poll_timeout() else {
+            return;
+        };
+        if at <= now {
+            // Never spin at one instant: the node is due now, so wake it a microsecond later.
+            at = now + Duration::from_micros(1);
+        }
+        if h.timer.is_some_and(|t| t <= at) {
+            return;
+        }
+        h.generation = h.generation.wrapping_add(1);
+        h.timer = Some(at);
+        let generation = h.generation;
+        self.queue.push(
+            at,
+            Event::Timer {
+                host: id,
+                generation,
+            },
+        );
+    }
+
+    fn drain(&mut self, id: u32) {
+        loop {
+            let Some(out) = self.hosts[id as usize]
+                .node
+                .as_mut()
+                .and_then(Node::poll_output)
+            else {
+                return;
+            };
+            self.carry_out(id, out);
+        }
+    }
+
+    fn carry_out(&mut self, id: u32, out: Output) {
+        let now = self.now;
+        match out {
+            Output::Control { peer, msg } => {
+                let to = peer.0 as u32;
+                let ow = self.one_way(id, to);
+                let bytes = msg.encoded_len();
+                let lost = self.net.loss_delay(bytes, ow * 2, &mut self.rng);
+                if self.measuring() {
+                    self.metrics.control_bytes += bytes as u64;
+                }
+                self.queue
+                    .push(now + ow + lost, Event::Control { to, from: id, msg });
+            }
+            Output::Manifest { peer, manifest } => {
+                let to = peer.0 as u32;
+                let ow = self.one_way(id, to);
+                if self.measuring() {
+                    self.metrics.control_bytes += manifest.encoded().len() as u64;
+                }
+                self.queue.push(now + ow, Event::Manifest { to, from: id });
+            }
+            Output::Chunk { peer, chunk } => self.send_chunk(id, peer.0 as u32, &chunk),
+            Output::Abort { peer, id: chunk } => {
+                let to = peer.0 as u32;
+                let seq = chunk.sequence as u32;
+                let sending = &mut self.hosts[id as usize].sending;
+                if let Some(i) = sending.iter().position(|t| t.to == to && t.seq == seq) {
+                    let t = sending.swap_remove(i);
+                    self.cut_transfer(id, &t, now);
+                }
+            }
+            Output::Connect(peer) => {
+                let to = peer.0 as u32;
+                let rtt = self.one_way(id, to) * 2;
+                self.queue
+                    .push(now + rtt, Event::Connected { from: id, to });
+            }
+            Output::Disconnect(peer) => {
+                let to = peer.0 as u32;
+                self.cancel_transfers(id, Some(to));
+                let ow = self.one_way(id, to);
+                self.queue.push(now + ow, Event::PeerDown { to, from: id });
+            }
+            Output::Deliver(chunk) => self.delivered(id, &chunk),
+            Output::WantPeers(n) => {
+                let peers = self.sample_peers(id, n * 2);
+                if let Some(node) = self.hosts[id as usize].node.as_mut() {
+                    node.handle(now, Input::Candidates(peers));
+                }
+            }
+        }
+    }
+
+    fn sample_peers(&mut self, id: u32, n: usize) -> Vec<PeerId> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n * 2 {
+            if out.len() >= n || self.live.len() < 2 {
+                break;
+            }
+            let p = self.live[self.rng.below(self.live.len() as u64) as usize];
+            let peer = PeerId(u64::from(p));
+            if p != id && !out.contains(&peer) {
+                out.push(peer);
+            }
+        }
+        out
+    }
+
+    fn send_chunk(&mut self, from: u32, to: u32, chunk: &Chunk) {
+        let now = self.now;
+        let bytes = chunk.len();
+        let ow = self.one_way(from, to);
+        let up = self.hosts[from as usize].upload_bps;
+        let start = now.max(self.hosts[from as usize].uplink_free);
+        let end = start + transmission_time(bytes, up);
+        self.hosts[from as usize].uplink_free = end;
+        let first_byte = start + ow;
+        let down = self.hosts[to as usize].download_bps;
+        let dl_start = first_byte.max(self.hosts[to as usize].downlink_free);
+        let mut done = (end + ow).max(dl_start + transmission_time(bytes, down));
+        self.hosts[to as usize].downlink_free = done;
+        done = done + self.net.loss_delay(bytes, ow * 2, &mut self.rng);
+        let transfer = self.next_transfer;
+        self.next_transfer += 1;
+        let seq = chunk.meta().sequence as u32;
+        self.hosts[from as usize].sending.push(Transfer {
+            id: transfer,
+            to,
+            seq,
+            start,
+            end,
+            bytes: bytes as u32,
+        });
+        self.queue.push(
+            first_byte,
+            Event::Incoming {
+                to,
+                from,
+                seq,
+                transfer,
+            },
+        );
+        self.queue.push(
+            done,
+            Event::Complete {
+                to,
+                from,
+                seq,
+                transfer,
+            },
+        );
+    }
+
+    fn delivered(&mut self, id: u32, chunk: &Chunk) {
+        if id == ORIGIN {
+            return;
+        }
+        let now = self.now;
+        let published = Time::from_micros(chunk.meta().published_at_us);
+        let delay = now.saturating_since(published);
+        let seq = chunk.meta().sequence;
+        let h = &mut self.hosts[id as usize];
+        if !h.first_delivery {
+            h.first_delivery = true;
+            if h.joined >= self.warmup {
+                self.metrics
+                    .startup_us
+                    .push(now.saturating_since(h.joined).as_micros() as u64);
+            }
+        }
+        let (lo, hi) = h.eligible;
+        if (lo..=hi).contains(&seq) {
+            let on_time = delay <= Duration::from_micros(self.latency_us);
+            if on_time {
+                h.on_time += 1;
+            }
+            self.metrics.delivered(seq, delay, on_time);
+        }
+    }
+}
+
+/// A Weibull-distributed session length with the given shape and mean.
+fn weibull(rng: &mut Rng, shape: f64, mean_s: f64) -> Duration {
+    let scale = mean_s / gamma(1.0 + 1.0 / shape);
+    let u = rng.unit().max(f64::MIN_POSITIVE);
+    Duration::from_secs_f64(scale * (-u.ln()).powf(1.0 / shape))
+}
+
+/// The gamma function (Lanczos approximation), for the Weibull mean.
+fn gamma(x: f64) -> f64 {
+    const G: f64 = 7.0;
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        std::f64::consts::PI / ((std::f64::consts::PI * x).sin() * gamma(1.0 - x))
+    } else {
+        let x = x - 1.0;
+        let t = x + G + 0.5;
+        let sum = C[1..]
+            .iter()
+            .enumerate()
+            .fold(C[0], |acc, (i, c)| acc + c / (x + i as f64 + 1.0));
+        (2.0 * std::f64::consts::PI).sqrt() * t.powf(x + 0.5) * (-t).exp() * sum
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fjord_core::proto::Role;
+
+    #[test]
+    fn gamma_and_weibull_mean() {
+        assert!((gamma(5.0) - 24.0).abs() < 1e-9);
+        assert!((gamma(3.0) - 2.0).abs() < 1e-9);
+        let mut rng = Rng::new(9);
+        let n = 200_000;
+        let mean: f64 = (0..n)
+            .map(|_| weibull(&mut rng, 0.5, 300.0).as_secs_f64())
+            .sum::<f64>()
+            / n as f64;
+        assert!((mean - 300.0).abs() < 15.0, "{mean}");
+    }
+
+    #[test]
+    fn role_is_used() {
+        // The origin's config carries the origin role.
+        let sc = Scenario::default();
+        let e = Engine::new(&sc, Policy::Fjord, Path::new(".")).unwrap();
+        assert_eq!(e.config(true, 1).role, Role::Origin);
+        assert_eq!(e.config(false, 1).role, Role::Viewer);
+    }
+}

@@ -1,0 +1,170 @@
+//! Summaries of runs: numbers, tables, CSV files and SVG plots.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use fjord_core::Policy;
+
+use crate::bound;
+use crate::engine::RunOutput;
+use crate::metrics::Metrics;
+use crate::scenario::Scenario;
+
+/// The figures of one run.
+#[derive(Debug)]
+pub struct RunSummary {
+    /// Scenario name.
+    pub scenario: String,
+    /// Policy run.
+    pub policy: Policy,
+    /// Viewers.
+    pub peers: usize,
+    /// Share of eligible (peer, chunk) pairs on time.
+    pub continuity: f64,
+    /// Lowest per-peer continuity, and the 1st percentile.
+    pub worst_peer: f64,
+    /// 1st percentile of per-peer continuity.
+    pub p1_peer: f64,
+    /// Delay percentiles, ms: p50, p95, p99, max.
+    pub delay_ms: [f64; 4],
+    /// Lower bound of p50, p99 and max delay, ms.
+    pub bound_ms: [f64; 3],
+    /// Start-up p50 and p95, ms (peers that joined after the warm-up).
+    pub startup_ms: Option<[f64; 2]>,
+    /// Origin egress over the stream rate.
+    pub origin_egress: f64,
+    /// Duplicate (and aborted) bytes over the stream bytes eligible peers needed.
+    pub duplicate_share: f64,
+    /// Control bytes over the same.
+    pub control_share: f64,
+    /// Maximum sustainable rate over the stream rate: min(u_s, (u_s + sum u_i) / n) / r.
+    pub r_max: f64,
+    /// Stream rate achieved on time (continuity x r) over r_max.
+    pub achieved_vs_max: f64,
+    /// Resource index of the scenario.
+    pub resource_index: f64,
+    /// Events processed and wall-clock time.
+    pub events: u64,
+    /// Wall-clock time of the run.
+    pub wall: Duration,
+    /// The delay distribution.
+    pub cdf: Vec<(f64, f64)>,
+    /// Continuity per chunk: (seconds since start, continuity).
+    pub continuity_over_time: Vec<(f64, f64)>,
+}
+
+impl RunSummary {
+    /// Computes the figures of a finished run.
+    pub fn new(sc: &Scenario, policy: Policy, out: RunOutput, wall: Duration) -> Self {
+        let m: &Metrics = &out.metrics;
+        let eligible = m.eligible_per_chunk();
+        let on_time = m.on_time_per_chunk();
+        let total_eligible: u64 = eligible.iter().sum();
+        let total_on_time: u64 = on_time.iter().sum();
+        let continuity = total_on_time as f64 / total_eligible.max(1) as f64;
+        let chunk_s = f64::from(sc.stream.chunk_ms) / 1000.0;
+        let continuity_over_time = eligible
+            .iter()
+            .zip(on_time)
+            .enumerate()
+            .filter(|(_, (e, _))| **e > 0)
+            .map(|(i, (e, o))| (i as f64 * chunk_s, *o as f64 / *e as f64))
+            .collect();
+        let mut peers = m.peer_continuity.clone();
+        peers.sort_by(f64::total_cmp);
+        let worst_peer = peers.first().copied().unwrap_or(0.0);
+        let p1_peer = peers
+            .get((peers.len() as f64 * 0.01) as usize)
+            .copied()
+            .unwrap_or(0.0);
+        let q = |x| m.delay_quantile_ms(x).unwrap_or(f64::NAN);
+        let r = f64::from(sc.stream.rate_kbps) * 1000.0;
+        let chunk_bits = m.chunk_bytes as f64 * 8.0;
+        let arrivals = bound::snowball_arrivals(
+            chunk_bits,
+            sc.origin_upload * r,
+            &out.uploads_bps,
+            out.min_one_way,
+        );
+        let b = |x| bound::quantile(&arrivals, x).as_secs_f64() * 1000.0;
+        let mut startup: Vec<u64> = m.startup_us.clone();
+        startup.sort_unstable();
+        let pick =
+            |v: &[u64], x: f64| v[((v.len() as f64 * x) as usize).min(v.len() - 1)] as f64 / 1000.0;
+        let startup_ms = (!startup.is_empty()).then(|| [pick(&startup, 0.5), pick(&startup, 0.95)]);
+        let measured_s = sc.duration_s - sc.warmup_s;
+        let stream_bytes = r / 8.0 * measured_s;
+        let needed_bytes = total_eligible as f64 * m.chunk_bytes as f64;
+        let n = sc.peers as f64;
+        let sum_u: f64 = out.uploads_bps.iter().sum();
+        let r_max = (sc.origin_upload * r).min((sc.origin_upload * r + sum_u) / n) / r;
+        Self {
+            scenario: sc.name.clone(),
+            policy,
+            peers: sc.peers,
+            continuity,
+            worst_peer,
+            p1_peer,
+            delay_ms: [
+                q(0.5),
+                q(0.95),
+                q(0.99),
+                m.delay_max_ms().unwrap_or(f64::NAN),
+            ],
+            bound_ms: [b(0.5), b(0.99), b(1.0)],
+            startup_ms,
+            origin_egress: m.origin_bytes as f64 / stream_bytes,
+            duplicate_share: m.duplicate_bytes as f64 / needed_bytes.max(1.0),
+            control_share: m.control_bytes as f64 / needed_bytes.max(1.0),
+            r_max,
+            achieved_vs_max: continuity / r_max.max(f64::MIN_POSITIVE),
+            resource_index: sc.resource_index(),
+            events: out.events,
+            wall,
+            cdf: m.delay_cdf(),
+            continuity_over_time,
+        }
+    }
+
+    /// p99 delay over its lower bound.
+    pub fn p99_ratio(&self) -> f64 {
+        self.delay_ms[2] / self.bound_ms[1]
+    }
+}
+
+/// Header of the summary table (Markdown).
+pub fn table_header() -> String {
+    "| scenario | N | policy | continuity | worst 1% peer | delay p50 / p95 / p99 / max (ms) | p99 bound (ms) | p99 / bound | start-up p50 / p95 (ms) | origin egress (x r) | duplicate | control | rate / r_max | wall (s) |\n\
+     |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        .to_owned()
+}
+
+/// One row of the summary table.
+pub fn table_row(s: &RunSummary) -> String {
+    let mut out = String::new();
+    let startup = s
+        .startup_ms
+        .map_or("-".to_owned(), |[a, b]| format!("{a:.0} / {b:.0}"));
+    let _ = writeln!(
+        out,
+        "| {} | {} | {} | {:.3}% | {:.2}% | {:.0} / {:.0} / {:.0} / {:.0} | {:.0} | {:.2} | {} | {:.2} | {:.2}% | {:.2}% | {:.3} | {:.1} |",
+        s.scenario,
+        s.peers,
+        crate::policy_name(s.policy),
+        s.continuity * 100.0,
+        s.p1_peer * 100.0,
+        s.delay_ms[0],
+        s.delay_ms[1],
+        s.delay_ms[2],
+        s.delay_ms[3],
+        s.bound_ms[1],
+        s.p99_ratio(),
+        startup,
+        s.origin_egress,
+        s.duplicate_share * 100.0,
+        s.control_share * 100.0,
+        s.achieved_vs_max,
+        s.wall.as_secs_f64(),
+    );
+    out
+}

@@ -1,0 +1,277 @@
+//! Scenario files: what a simulation run models, in TOML.
+//!
+//! Scenario files live in `simulations/scenarios/` and are shared with the emulator where the
+//! two overlap. Every field has a default, so a file states only what it changes; unknown
+//! fields are an error (a typo must not silently fall back to a default).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// A whole scenario.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scenario {
+    /// Name used in reports.
+    pub name: String,
+    /// Seed of every random choice of the run.
+    pub seed: u64,
+    /// Viewers present at once (the origin not counted).
+    pub peers: usize,
+    /// Simulated seconds of streaming.
+    pub duration_s: f64,
+    /// Seconds at the start excluded from the metrics (the initial joins).
+    pub warmup_s: f64,
+    /// The initial viewers join uniformly over this many seconds.
+    pub join_window_s: f64,
+    /// The stream.
+    pub stream: Stream,
+    /// The origin's upload cap, in multiples of the stream rate.
+    pub origin_upload: f64,
+    /// Viewer upload and download classes.
+    #[serde(rename = "class")]
+    pub classes: Vec<PeerClass>,
+    /// Delay and loss.
+    pub network: Network,
+    /// Departures and arrivals during the run.
+    pub churn: Churn,
+    /// Settings of the nodes.
+    pub node: NodeSettings,
+    /// Policies to run side by side on the same scenario and seed.
+    pub policies: Vec<String>,
+}
+
+/// The stream being broadcast.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Stream {
+    /// Bit rate, kbit/s.
+    pub rate_kbps: u32,
+    /// Chunk duration, ms.
+    pub chunk_ms: u32,
+    /// Group duration, ms.
+    pub group_ms: u32,
+    /// Target latency (publication to deadline), ms.
+    pub target_latency_ms: u32,
+}
+
+/// A class of viewers.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerClass {
+    /// Share of viewers in this class (shares are normalised).
+    pub share: f64,
+    /// Upload, in multiples of the stream rate.
+    pub upload: f64,
+    /// Download, in multiples of the stream rate.
+    pub download: f64,
+}
+
+/// Delay and loss between hosts.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Network {
+    /// Mean one-way delay between two random hosts, ms (synthetic geographic model).
+    pub mean_one_way_ms: f64,
+    /// Access delay of each host, drawn uniformly from this range, ms.
+    pub access_ms: [f64; 2],
+    /// A latency matrix file (CSV of one-way delays in ms, one row per host) to use instead of
+    /// the synthetic model; hosts are mapped onto its rows in turn.
+    pub matrix: Option<String>,
+    /// Probability that a packet is lost (1200-byte packets; QUIC recovers a loss in one RTT).
+    pub loss: f64,
+}
+
+/// Departures and arrivals.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Churn {
+    /// Whether viewers leave and new ones arrive.
+    pub enabled: bool,
+    /// Weibull shape of session lengths (Stutzbach and Rejaie: 0.34-0.59).
+    pub weibull_shape: f64,
+    /// Mean session length, s.
+    pub mean_session_s: f64,
+    /// Share of departures that are crashes, noticed by neighbours only after
+    /// `crash_detect_s`; the rest close their connections.
+    pub crash_share: f64,
+    /// How long neighbours take to notice a crash, s.
+    pub crash_detect_s: f64,
+}
+
+/// Node settings that scenarios may change.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSettings {
+    /// Neighbours per viewer.
+    pub max_neighbours: usize,
+    /// Below this a viewer looks for more.
+    pub min_neighbours: usize,
+    /// Neighbours of the origin.
+    pub origin_neighbours: usize,
+    /// Wait before requesting an announced chunk, ms.
+    pub repair_patience_ms: u64,
+    /// Pushes only for chunks younger than this, ms.
+    pub push_horizon_ms: u64,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Self {
+            name: "unnamed".into(),
+            seed: 1,
+            peers: 100,
+            duration_s: 120.0,
+            warmup_s: 30.0,
+            join_window_s: 20.0,
+            stream: Stream::default(),
+            origin_upload: 4.0,
+            classes: vec![PeerClass {
+                share: 1.0,
+                upload: 1.2,
+                download: 10.0,
+            }],
+            network: Network::default(),
+            churn: Churn::default(),
+            node: NodeSettings::default(),
+            policies: vec!["fjord".into()],
+        }
+    }
+}
+
+impl Default for Stream {
+    fn default() -> Self {
+        Self {
+            rate_kbps: 2500,
+            chunk_ms: 250,
+            group_ms: 1000,
+            target_latency_ms: 3000,
+        }
+    }
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Self {
+            mean_one_way_ms: 50.0,
+            access_ms: [2.0, 10.0],
+            matrix: None,
+            loss: 0.0,
+        }
+    }
+}
+
+impl Default for Churn {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            weibull_shape: 0.5,
+            mean_session_s: 300.0,
+            crash_share: 0.2,
+            crash_detect_s: 5.0,
+        }
+    }
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        let v = fjord_core::Config::viewer(1);
+        let o = fjord_core::Config::origin(1);
+        Self {
+            max_neighbours: v.max_neighbours,
+            min_neighbours: v.min_neighbours,
+            origin_neighbours: o.max_neighbours,
+            repair_patience_ms: v.repair_patience.as_millis() as u64,
+            push_horizon_ms: v.push_horizon.as_millis() as u64,
+        }
+    }
+}
+
+/// Why a scenario cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown fields.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let s: Scenario = toml::from_str(&text).map_err(|source| ScenarioError::Parse {
+            path: shown,
+            source,
+        })?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Checks value ranges.
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        let bad = |m: &str| Err(ScenarioError::Invalid(m.to_owned()));
+        if self.peers == 0 {
+            return bad("peers must be at least 1");
+        }
+        if self.duration_s <= self.warmup_s {
+            return bad("duration_s must exceed warmup_s");
+        }
+        if self.classes.is_empty() || self.classes.iter().any(|c| c.share < 0.0 || c.upload < 0.0) {
+            return bad("at least one class with non-negative share and upload is needed");
+        }
+        if self.classes.iter().any(|c| c.download < 1.0) {
+            return bad("every class needs a download of at least the stream rate");
+        }
+        if self.stream.chunk_ms == 0 || self.stream.rate_kbps == 0 {
+            return bad("the stream needs a positive rate and chunk duration");
+        }
+        if u64::from(self.stream.target_latency_ms)
+            >= (fjord_core::store::BEHIND - 1) * u64::from(self.stream.chunk_ms)
+        {
+            return bad("target_latency_ms must be under 47 chunk durations (the store window)");
+        }
+        if !(0.0..0.5).contains(&self.network.loss) {
+            return bad("loss must be in [0, 0.5)");
+        }
+        if self.churn.enabled
+            && (self.churn.weibull_shape <= 0.0 || self.churn.mean_session_s <= 0.0)
+        {
+            return bad("churn needs a positive Weibull shape and mean session");
+        }
+        for p in &self.policies {
+            crate::policy_by_name(p).map_err(|e| ScenarioError::Invalid(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Mean viewer upload in multiples of the stream rate.
+    pub fn mean_upload(&self) -> f64 {
+        let total: f64 = self.classes.iter().map(|c| c.share).sum();
+        self.classes.iter().map(|c| c.share * c.upload).sum::<f64>() / total
+    }
+
+    /// Resource index: (origin upload + all viewer upload) / (viewers x stream rate).
+    pub fn resource_index(&self) -> f64 {
+        (self.origin_upload + self.mean_upload() * self.peers as f64) / self.peers as f64
+    }
+}
