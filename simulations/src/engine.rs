@@ -490,7 +490,8 @@ impl<'s> Engine<'s> {
             epoch: 1,
             track: 1,
             sequence: s,
-            flags: if s * self.chunk_us % (u64::from(self.sc.stream.group_ms) * 1000) == 0 {
+            flags: if (s * self.chunk_us).is_multiple_of(u64::from(self.sc.stream.group_ms) * 1000)
+            {
                 ChunkFlags::GROUP_START | ChunkFlags::INDEPENDENT
             } else {
                 ChunkFlags::empty()

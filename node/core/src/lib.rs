@@ -30,5 +30,5 @@ pub mod time;
 pub mod wire;
 
 pub use neighbours::PeerId;
-pub use node::{Config, Input, Node, Output, Policy, Stats};
+pub use node::{Config, Footprint, Input, Node, Output, Policy, Stats};
 pub use time::Time;

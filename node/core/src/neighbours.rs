@@ -11,9 +11,9 @@ use crate::time::Time;
 pub const MAX_SLOTS: usize = 64;
 /// Most unserved requests kept per neighbour; further requests are dropped (the requester
 /// retries elsewhere after its timeout).
-pub(crate) const MAX_REQUESTS: usize = 32;
+pub const MAX_REQUESTS: usize = 32;
 /// Most chunks in flight to one neighbour, whatever the window in bytes says.
-pub(crate) const MAX_IN_FLIGHT: usize = 8;
+pub const MAX_IN_FLIGHT: usize = 8;
 /// RTT assumed before the first sample.
 pub(crate) const DEFAULT_RTT: Duration = Duration::from_millis(100);
 

@@ -242,6 +242,23 @@ pub struct Stats {
     pub requests_served: u64,
 }
 
+/// Sizes of a node's state, from [`Node::footprint`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Footprint {
+    /// Connected neighbours.
+    pub neighbours: usize,
+    /// Connection attempts under way.
+    pub pending_connects: usize,
+    /// Unserved requests, over all neighbours.
+    pub requests: usize,
+    /// Chunks sent and not yet acknowledged, over all neighbours.
+    pub in_flight: usize,
+    /// Chunks held.
+    pub chunks: usize,
+    /// Outputs not yet polled.
+    pub outputs: usize,
+}
+
 /// One node's state machine. See the module documentation for the call order.
 #[derive(Debug)]
 pub struct Node {
@@ -316,6 +333,27 @@ impl Node {
             .is_some_and(|s| s.chunk.is_some())
     }
 
+    /// How much the node holds: every figure is bounded whatever the input (see the property
+    /// tests), which this makes checkable from outside.
+    pub fn footprint(&self) -> Footprint {
+        Footprint {
+            neighbours: self.neighbours.len(),
+            pending_connects: self.pending_connects.len(),
+            requests: self.neighbours.iter().map(|(_, n)| n.requests.len()).sum(),
+            in_flight: self.neighbours.iter().map(|(_, n)| n.in_flight.len()).sum(),
+            chunks: self
+                .tracks
+                .iter()
+                .map(|t| {
+                    t.live_seqs()
+                        .filter(|&s| t.get(s).is_some_and(|s| s.chunk.is_some()))
+                        .count()
+                })
+                .sum(),
+            outputs: self.outputs.len(),
+        }
+    }
+
     /// A one-line description of the node's state, for debugging.
     pub fn debug_summary(&self) -> String {
         let active = self.neighbours.active().count_ones();
@@ -379,14 +417,8 @@ impl Node {
                 }
             }
             Input::Chunk { from, chunk } => {
-                let slot = match from {
-                    Some(peer) => match self.neighbours.slot_of(peer) {
-                        Some(s) => Some(s),
-                        // A chunk from a peer that is gone: still useful.
-                        None => None,
-                    },
-                    None => None,
-                };
+                // A chunk from a peer that is gone by now is still useful: stored as local.
+                let slot = from.and_then(|peer| self.neighbours.slot_of(peer));
                 self.on_chunk(now, slot, chunk);
             }
             Input::Manifest { from, manifest } => self.on_manifest(now, from, manifest),
@@ -526,6 +558,23 @@ impl Node {
                 }
             }
             Control::Request(id) => {
+                // A request for a chunk already on its way to the peer is moot.
+                let on_its_way = self.locate(&id).is_some_and(|(t, seq)| {
+                    self.neighbours
+                        .get(slot)
+                        .is_some_and(|n| n.in_flight.iter().any(|f| f.track == t && f.seq == seq))
+                });
+                if on_its_way {
+                    return;
+                }
+                // An explicit request revokes what the peer said before: a Have sent when a
+                // transfer started is void if that transfer failed.
+                if let Some((t, seq)) = self.locate(&id)
+                    && let Some(s) = self.tracks[t].get_mut(seq)
+                {
+                    s.known &= !(1 << slot);
+                    s.cancelled &= !(1 << slot);
+                }
                 if let Some((t, seq)) = self.locate(&id)
                     && let Some(n) = self.neighbours.get_mut(slot)
                     && n.requests.len() < crate::neighbours::MAX_REQUESTS
@@ -536,11 +585,11 @@ impl Node {
             }
             Control::Cancel(id) => {
                 if let Some((t, seq)) = self.locate(&id) {
-                    if let Some(s) = self.tracks[t].get_mut(seq) {
+                    let (chunk_us, _) = self.timing();
+                    if let Some(s) = self.tracks[t].announced_mut(seq, now, chunk_us) {
+                        // Never send it to them now, whether they have it or refuse it.
                         s.cancelled |= 1 << slot;
-                        if s.chunk.is_some() {
-                            s.known |= 1 << slot;
-                        }
+                        s.known |= 1 << slot;
                         // A refused request: ask another holder now.
                         if s.requested.is_some_and(|(j, _)| j as usize == slot) {
                             s.requested = None;

@@ -139,10 +139,16 @@ impl Node {
         Some((j, t, seq))
     }
 
-    /// Fjord's pushes: the newest useful chunk younger than `max_age` to the best receiver,
-    /// among spreaders only if `spreaders`.
+    /// Fjord's pushes: the newest useful chunk younger than `max_age`, among spreaders only if
+    /// `spreaders`, to a receiver drawn with probability proportional to its onward value.
+    ///
+    /// Drawn rather than the best every time: all senders around a receiver rank it the same
+    /// way, so "always the best" sends every fresh chunk from several senders to the same top
+    /// uploader at once, and all but one copy are wasted (measured: about a quarter of all
+    /// transfers aborted at N = 100). A weighted draw keeps the snowball bias and spreads the
+    /// senders out.
     fn pick_push(
-        &self,
+        &mut self,
         now: Time,
         spreaders: bool,
         max_age: Duration,
@@ -155,39 +161,47 @@ impl Node {
         if active == 0 {
             return None;
         }
-        let mut best: Option<(u64, usize, usize, u64)> = None;
+        let mut best: Option<(u64, usize, u64, u64)> = None;
         for (t, store) in self.tracks.iter().enumerate() {
-            'chunks: for s in store.newest_first() {
+            for s in store.newest_first() {
                 let Some(chunk) = &s.chunk else {
                     continue;
                 };
                 let published = chunk.meta().published_at_us;
-                if now.saturating_since(Time::from_micros(published)) > max_age || now >= s.deadline
+                if now.saturating_since(Time::from_micros(published)) > max_age
+                    || now >= s.deadline
+                    || best.is_some_and(|b| b.0 >= published)
                 {
                     break;
                 }
-                if best.is_some_and(|b| b.0 >= published) {
-                    break;
-                }
                 let lacking = active & !s.known & !s.cancelled;
-                if lacking == 0 {
-                    continue;
-                }
-                for &j in &self.push_order {
-                    if lacking & (1 << j) == 0 {
-                        continue;
-                    }
-                    let n = self.neighbours.get(j).expect("push order lists live slots");
-                    if n.window_allows(chunk.len(), self.config.upload_bps)
-                        && self.arrives_in_time(now, j, chunk.len(), s.deadline)
-                    {
-                        best = Some((published, j, t, s.seq));
-                        break 'chunks;
-                    }
+                let eligible = bits(lacking)
+                    .filter(|&j| {
+                        self.neighbours
+                            .get(j)
+                            .is_some_and(|n| n.window_allows(chunk.len(), self.config.upload_bps))
+                            && self.arrives_in_time(now, j, chunk.len(), s.deadline)
+                    })
+                    .fold(0u64, |m, j| m | 1 << j);
+                if eligible != 0 {
+                    best = Some((published, t, s.seq, eligible));
+                    break;
                 }
             }
         }
-        best.map(|(_, j, t, seq)| (j, t, seq))
+        let (_, t, seq, eligible) = best?;
+        let weight = |j: usize| self.neighbours.get(j).map_or(0.0, |n| n.onward.max(0.01));
+        let total: f64 = bits(eligible).map(weight).sum();
+        let mut x = self.rng.unit() * total;
+        let mut chosen = eligible.trailing_zeros() as usize;
+        for j in bits(eligible) {
+            chosen = j;
+            x -= weight(j);
+            if x < 0.0 {
+                break;
+            }
+        }
+        Some((chosen, t, seq))
     }
 
     /// rp/lu and dp/lu: choose a neighbour that lacks some chunk we hold (at random, or the
