@@ -285,6 +285,23 @@ impl<'s> Engine<'s> {
         }
         if std::env::var_os("FJORD_SIM_DEBUG").is_some() {
             eprintln!("{node_stats:?}");
+            let mut by_class: std::collections::BTreeMap<u64, (f64, f64, usize)> =
+                Default::default();
+            for h in &self.hosts {
+                if let Some(n) = &h.node {
+                    let secs = self.end.saturating_since(h.joined).as_secs_f64();
+                    let e = by_class.entry(h.upload_bps).or_default();
+                    e.0 += n.stats().chunk_bytes_sent as f64 * 8.0;
+                    e.1 += h.upload_bps as f64 * secs;
+                    e.2 += 1;
+                }
+            }
+            for (up, (sent, cap, count)) in by_class {
+                eprintln!(
+                    "class {up}: {count} hosts, uplink use {:.1}%",
+                    100.0 * sent / cap
+                );
+            }
             for h in self.hosts.iter().take(6) {
                 if let Some(n) = &h.node {
                     eprintln!(

@@ -88,7 +88,7 @@ impl Config {
             max_neighbours: 12,
             min_neighbours: 8,
             policy: Policy::Fjord,
-            repair_patience: Duration::from_millis(1000),
+            repair_patience: Duration::from_millis(150),
             push_horizon: Duration::from_secs(3),
             diffusion_age: Duration::from_millis(1000),
             maintenance_interval: Duration::from_secs(1),
@@ -575,6 +575,10 @@ impl Node {
                     s.known &= !(1 << slot);
                     s.cancelled &= !(1 << slot);
                 }
+                if self.config.policy == Policy::Fjord && self.refuses_request() {
+                    self.send_control(slot, Control::Cancel(id));
+                    return;
+                }
                 if let Some((t, seq)) = self.locate(&id)
                     && let Some(n) = self.neighbours.get_mut(slot)
                     && n.requests.len() < crate::neighbours::MAX_REQUESTS
@@ -703,15 +707,41 @@ impl Node {
         };
         s.known |= 1 << slot;
         let news = s.chunk.is_none() && s.heard_at.is_none();
+        let free = s.chunk.is_none() && s.incoming.is_none() && s.requested.is_none();
         s.heard_at.get_or_insert(now);
-        if news && self.config.policy == Policy::Fjord {
-            let due = now + self.config.repair_patience;
-            self.next_repair = Some(self.next_repair.map_or(due, |r| r.min(due)));
+        if self.config.policy == Policy::Fjord {
+            if free && self.spreaders & (1 << slot) != 0 {
+                // The first spreader to announce the chunk is near the front of its spread:
+                // reserve it there at once, so it comes as soon as that neighbour has it.
+                self.reserve(now, slot, track, seq);
+            } else if news {
+                let due = now + self.config.repair_patience;
+                self.next_repair = Some(self.next_repair.map_or(due, |r| r.min(due)));
+            }
         }
         if let Some(n) = self.neighbours.get_mut(slot) {
             n.requests.retain(|r| *r != (track, seq));
         }
         self.abort_if_current(now, slot, track, seq);
+    }
+
+    /// Tells the neighbours not known to hold chunk `seq` of `track` that we have it, once: when
+    /// it starts arriving, or when it completes. (Announcing at reservation time was tried: it
+    /// drew requests to nodes that could not serve them yet and aborted pushes under way.)
+    pub(crate) fn announce(&mut self, track: usize, seq: u64) {
+        let active = self.neighbours.active();
+        let Some(s) = self.tracks[track].get_mut(seq) else {
+            return;
+        };
+        if s.announced {
+            return;
+        }
+        s.announced = true;
+        let lacking = active & !s.known;
+        let id = self.chunk_id(track, seq);
+        for j in bits(lacking) {
+            self.send_control(j, Control::Have(id));
+        }
     }
 
     /// Aborts the transfer on the uplink if it is this chunk to this neighbour.
@@ -751,17 +781,21 @@ impl Node {
             }
             return;
         }
+        // A copy is coming: a reservation elsewhere for it is no longer needed.
+        if let Some((j, _)) = s.requested.take()
+            && j as usize != slot
+        {
+            self.send_control(j as usize, Control::Cancel(meta.id()));
+        }
+        let Some(s) = self.tracks[t].get_mut(seq) else {
+            return;
+        };
         let expected =
             now + transmission_time(len, upload.max(1)) * 2 + srtt + Duration::from_millis(100);
         s.incoming = Some((slot as u8, expected));
         s.heard_at.get_or_insert(now);
-        if announce && !s.announced {
-            s.announced = true;
-            let lacking = self.neighbours.active() & !s.known;
-            let id = meta.id();
-            for j in bits(lacking) {
-                self.send_control(j, Control::Have(id));
-            }
+        if announce {
+            self.announce(t, seq);
         }
     }
 
@@ -806,17 +840,15 @@ impl Node {
                 n.our_requests -= 1;
             }
         }
-        let announce = self.config.policy != Policy::MeshPull;
+        // The origin does not announce: its neighbours get its chunks pushed, and it serves no
+        // requests.
+        let announce = self.config.policy != Policy::MeshPull && self.config.role != Role::Origin;
         let s = self.tracks[t].get_mut(seq).expect("just inserted");
         if let Some(j) = from {
             s.known |= 1 << j;
         }
-        if announce && !s.announced {
-            let lacking = self.neighbours.active() & !s.known;
-            s.announced = true;
-            for j in bits(lacking) {
-                self.send_control(j, Control::Have(id));
-            }
+        if announce {
+            self.announce(t, seq);
         }
         self.emit(Output::Deliver(chunk));
     }

@@ -85,29 +85,103 @@ impl Node {
                     wake(now + patience / 4);
                     continue;
                 }
-                let Some((j, expected)) = self.fastest_holder(holders, size) else {
+                let Some(j) = self.choose_holder(now, holders, size, deadline) else {
                     continue;
                 };
-                let s = self.tracks[t].get_mut(seq).expect("filtered above");
-                let until = now + expected + REQUEST_SLACK;
-                s.requested = Some((j as u8, until));
-                s.asked |= 1 << j;
-                wake(until);
-                self.ask(j, t, seq);
+                if let Some(until) = self.reserve(now, j, t, seq) {
+                    wake(until);
+                }
             }
         }
         self.next_repair = next;
     }
 
-    /// Among `holders`, the neighbour expected to deliver `size` bytes soonest, and that time.
-    fn fastest_holder(&self, holders: u64, size: usize) -> Option<(usize, Duration)> {
-        bits(holders)
-            .filter_map(|j| {
-                let n = self.neighbours.get(j)?;
-                let tx = transmission_time(size, n.upload_bps().max(1));
-                Some((j, n.srtt + tx * (1 + n.our_requests)))
-            })
-            .min_by_key(|&(j, d)| (d, j))
+    /// A holder to request `size` bytes from: drawn in proportion to upload among those expected
+    /// to deliver before `deadline`, so every holder's upload is used in proportion to what it
+    /// offers (always asking the fastest would leave slower uploads idle, and at a resource
+    /// index near 1 the mesh cannot spare them). Falls back to the fastest when none fits.
+    fn choose_holder(
+        &mut self,
+        now: Time,
+        holders: u64,
+        size: usize,
+        deadline: Option<Time>,
+    ) -> Option<usize> {
+        let mut fits = 0u64;
+        let mut fastest: Option<(Duration, usize)> = None;
+        for j in bits(holders) {
+            let Some(n) = self.neighbours.get(j) else {
+                continue;
+            };
+            let expected =
+                n.srtt + transmission_time(size, n.upload_bps().max(1)) * (1 + n.our_requests);
+            if fastest.is_none_or(|f| expected < f.0) {
+                fastest = Some((expected, j));
+            }
+            if deadline.is_none_or(|d| now + expected * 2 <= d) {
+                fits |= 1 << j;
+            }
+        }
+        if fits == 0 {
+            return fastest.map(|f| f.1);
+        }
+        let weight = |j: usize| {
+            self.neighbours
+                .get(j)
+                .map_or(0.0, |n| n.upload_bps() as f64 + 1.0)
+        };
+        let total: f64 = bits(fits).map(weight).sum();
+        let mut x = self.rng.unit() * total;
+        let mut chosen = fits.trailing_zeros() as usize;
+        for j in bits(fits) {
+            chosen = j;
+            x -= weight(j);
+            if x < 0.0 {
+                break;
+            }
+        }
+        Some(chosen)
+    }
+
+    /// Requests chunk `seq` of `track` from neighbour `slot` and records the reservation; returns
+    /// when the node gives up on it. The wait covers the holder finishing its own copy, a queue
+    /// of about one chunk duration there, and the transfer to us.
+    pub(crate) fn reserve(
+        &mut self,
+        now: Time,
+        slot: usize,
+        track: usize,
+        seq: u64,
+    ) -> Option<Time> {
+        let size = self.expected_size(track);
+        let (chunk_us, _) = self.timing();
+        let n = self.neighbours.get(slot)?;
+        let wait = n.srtt
+            + transmission_time(size, n.upload_bps().max(1))
+            + Duration::from_micros(chunk_us * 2)
+            + REQUEST_SLACK;
+        let until = now + wait;
+        let s = self.tracks[track].get_mut(seq)?;
+        s.requested = Some((slot as u8, until));
+        s.asked |= 1 << slot;
+        self.next_repair = Some(self.next_repair.map_or(until, |r| r.min(until)));
+        self.ask(slot, track, seq);
+        Some(until)
+    }
+
+    /// Whether to refuse a new request: the origin keeps its upload for injecting new chunks,
+    /// and a viewer takes no more requests than it can serve within about one and a half chunk
+    /// durations (beyond that the requester does better asking another holder).
+    pub(crate) fn refuses_request(&self) -> bool {
+        if self.config.role == crate::proto::Role::Origin {
+            return true;
+        }
+        let stream = self.stream_bps().max(1) as f64;
+        let capacity = (1.5 * self.config.upload_bps as f64 / stream)
+            .floor()
+            .max(1.0) as usize;
+        let pending: usize = self.neighbours.iter().map(|(_, n)| n.requests.len()).sum();
+        pending >= capacity
     }
 
     fn ask(&mut self, slot: usize, track: usize, seq: u64) {

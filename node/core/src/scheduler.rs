@@ -65,15 +65,11 @@ impl Node {
             }
             return self.pick_request(now);
         }
-        if self.config.policy == Policy::Fjord
-            && let Some(p) = self.pick_push(now, true, self.config.diffusion_age)
-        {
-            return Some(p);
-        }
         if let Some(p) = self.pick_request(now) {
             return Some(p);
         }
         match self.config.policy {
+            // Reservations first; an uplink that would idle pushes instead.
             Policy::Fjord => self.pick_push(now, false, self.config.push_horizon),
             Policy::RandomPeerLatestUseful => self.pick_latest_useful(now, false),
             Policy::DeprivedPeerLatestUseful => self.pick_latest_useful(now, true),
@@ -92,13 +88,14 @@ impl Node {
     /// Earliest-deadline pending request that can still be served in time. Requests that can
     /// no longer be are dropped; requests for chunks not here yet wait for them.
     fn pick_request(&mut self, now: Time) -> Option<(usize, usize, u64)> {
-        let deadline_aware = self.config.policy == Policy::Fjord;
-        let mut best: Option<(Time, usize, usize, u64)> = None;
+        let fjord = self.config.policy == Policy::Fjord;
+        let (chunk_us, _) = self.timing();
+        let urgent_slack = Duration::from_micros(chunk_us);
+        // Sort key, smallest first: urgent requests by deadline, then (Fjord) the newest chunk
+        // to the neighbour with the highest onward value; the baselines serve by deadline.
+        let mut best: Option<((bool, u64, i64), usize, usize, u64)> = None;
         let mut dead: Vec<(usize, usize, u64)> = Vec::new();
         for (j, n) in self.neighbours.iter() {
-            if n.requests.is_empty() {
-                continue;
-            }
             for &(t, seq) in &n.requests {
                 let Some(s) = self.tracks.get(t).and_then(|store| store.get(seq)) else {
                     dead.push((j, t, seq));
@@ -107,8 +104,10 @@ impl Node {
                 let Some(chunk) = &s.chunk else {
                     continue;
                 };
-                let in_time = if deadline_aware {
-                    self.arrives_in_time(now, j, chunk.len(), s.deadline)
+                let arrival =
+                    now + transmission_time(chunk.len(), self.config.upload_bps) + n.one_way();
+                let in_time = if fjord {
+                    arrival <= s.deadline
                 } else {
                     now < s.deadline
                 };
@@ -119,8 +118,18 @@ impl Node {
                 if !n.window_allows(chunk.len(), self.config.upload_bps) {
                     continue;
                 }
-                if best.is_none_or(|b| s.deadline < b.0) {
-                    best = Some((s.deadline, j, t, seq));
+                let urgent = !fjord || s.deadline.saturating_since(arrival) < urgent_slack;
+                let key = if urgent {
+                    (false, s.deadline.as_micros(), 0)
+                } else {
+                    (
+                        true,
+                        u64::MAX - chunk.meta().published_at_us,
+                        -((n.onward * 1000.0) as i64),
+                    )
+                };
+                if best.is_none_or(|b| key < b.0) {
+                    best = Some((key, j, t, seq));
                 }
             }
         }
@@ -129,7 +138,7 @@ impl Node {
                 n.requests.retain(|r| *r != (t, seq));
             }
             // Say so, so the requester asks someone else at once instead of waiting.
-            if deadline_aware {
+            if fjord {
                 let id = self.chunk_id(t, seq);
                 self.send_control(j, Control::Cancel(id));
             }
