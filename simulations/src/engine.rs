@@ -285,6 +285,11 @@ impl<'s> Engine<'s> {
         }
         if std::env::var_os("FJORD_SIM_DEBUG").is_some() {
             eprintln!("{node_stats:?}");
+            eprintln!(
+                "events {} = {:.1} per chunk received",
+                self.events,
+                self.events as f64 / node_stats.chunks_received.max(1) as f64
+            );
             let mut by_class: std::collections::BTreeMap<u64, (f64, f64, usize)> =
                 Default::default();
             for h in &self.hosts {
@@ -302,7 +307,7 @@ impl<'s> Engine<'s> {
                     100.0 * sent / cap
                 );
             }
-            for h in self.hosts.iter().take(6) {
+            for h in self.hosts.iter().take(12) {
                 if let Some(n) = &h.node {
                     eprintln!(
                         "up {} manifest {} neighbours {} {:?}",

@@ -30,10 +30,11 @@ pub use fjord_core as core;
 pub fn policy_by_name(name: &str) -> Result<Policy> {
     Ok(match name {
         "fjord" => Policy::Fjord,
+        "fjord-trees" => Policy::FjordTrees,
         "rp-lu" => Policy::RandomPeerLatestUseful,
         "dp-lu" => Policy::DeprivedPeerLatestUseful,
         "mesh-pull" => Policy::MeshPull,
-        other => bail!("unknown policy {other:?} (fjord, rp-lu, dp-lu, mesh-pull)"),
+        other => bail!("unknown policy {other:?} (fjord, fjord-trees, rp-lu, dp-lu, mesh-pull)"),
     })
 }
 
@@ -41,6 +42,7 @@ pub fn policy_by_name(name: &str) -> Result<Policy> {
 pub fn policy_name(p: Policy) -> &'static str {
     match p {
         Policy::Fjord => "fjord",
+        Policy::FjordTrees => "fjord-trees",
         Policy::RandomPeerLatestUseful => "rp-lu",
         Policy::DeprivedPeerLatestUseful => "dp-lu",
         Policy::MeshPull => "mesh-pull",

@@ -1,5 +1,5 @@
 //! The simulator is deterministic for a seed, and Fjord streams the small scenario with
-//! near-perfect continuity, ahead of the baselines.
+//! near-perfect continuity, ahead of the baselines and of the experimental tree policy.
 
 use std::path::{Path, PathBuf};
 
@@ -57,8 +57,14 @@ fn small_scenario_continuity() {
         "fjord continuity {:.4}",
         fjord.continuity
     );
-    assert!(fjord.origin_egress <= sc.origin_upload + 0.01);
-    for name in ["rp-lu", "dp-lu", "mesh-pull"] {
+    // The origin is paced at its upload cap; egress counts wire bytes (headers and signatures,
+    // 0.2% here) and whole transfers at the window's edges, hence the 1% allowance.
+    assert!(
+        fjord.origin_egress <= sc.origin_upload * 1.01,
+        "origin egress {:.3}",
+        fjord.origin_egress
+    );
+    for name in ["fjord-trees", "rp-lu", "dp-lu", "mesh-pull"] {
         let base = run_policy(&sc, name);
         assert!(
             fjord.continuity >= base.continuity,

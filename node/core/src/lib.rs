@@ -10,8 +10,8 @@
 //!   explicit size limits, and the channel identity (an Ed25519 key pair).
 //! - [`proto`]: the frames peers exchange (control messages and media).
 //! - [`node`]: one node's chunk-exchange state machine ([`Node`]), with its store
-//!   ([`store`]), neighbour table, scheduler ([`scheduler`]), repair ([`repair`]) and neighbour
-//!   maintenance ([`maintenance`]).
+//!   ([`store`]), neighbour table, delivery trees ([`tree`]), scheduler ([`scheduler`]), repair
+//!   ([`repair`]) and neighbour maintenance ([`maintenance`]).
 //!
 //! Peer input is untrusted throughout: decoders return typed errors, never panic and never
 //! allocate past the limits in [`wire::limits`]. Verifying a signature is a separate, explicit
@@ -27,6 +27,7 @@ pub mod rng;
 pub mod scheduler;
 pub mod store;
 pub mod time;
+pub mod tree;
 pub mod wire;
 
 pub use neighbours::PeerId;

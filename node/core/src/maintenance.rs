@@ -83,5 +83,12 @@ impl Node {
         if have < min {
             self.emit(Output::WantPeers(self.config.max_neighbours - have));
         }
+        if self.config.policy == Policy::FjordTrees {
+            self.choose_parents(now);
+            if now >= self.next_status {
+                self.broadcast_status();
+                self.next_status = now + crate::tree::STATUS_INTERVAL;
+            }
+        }
     }
 }

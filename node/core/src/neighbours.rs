@@ -54,6 +54,16 @@ pub(crate) struct Neighbour {
     pub(crate) last_useful: Time,
     /// Our requests to it not yet answered.
     pub(crate) our_requests: u32,
+    /// Substreams it subscribed to from us (it is our child for these).
+    pub(crate) subscribed: u8,
+    /// Substreams we subscribed to from it (it is our parent for these).
+    pub(crate) we_subscribed: u8,
+    /// Its advertised lag per substream, ms (`u16::MAX`: unknown).
+    pub(crate) lags_ms: [u16; crate::proto::SUBSTREAMS],
+    /// Its advertised spare subscriptions.
+    pub(crate) spare: u8,
+    /// When it last refused us.
+    pub(crate) refused_at: Option<Time>,
 }
 
 impl Neighbour {
@@ -72,6 +82,11 @@ impl Neighbour {
             useful_to: 0,
             last_useful: now,
             our_requests: 0,
+            subscribed: 0,
+            we_subscribed: 0,
+            lags_ms: [u16::MAX; crate::proto::SUBSTREAMS],
+            spare: 0,
+            refused_at: None,
         }
     }
 

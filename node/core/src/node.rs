@@ -29,7 +29,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::neighbours::{InFlight, Neighbour, Neighbours, PeerId, bits};
-use crate::proto::{Control, GoodbyeReason, Hello, PROTOCOL_VERSION, Role};
+use crate::proto::{Control, GoodbyeReason, Hello, PROTOCOL_VERSION, Role, SUBSTREAMS};
 use crate::rng::Rng;
 use crate::store::TrackStore;
 use crate::time::{Time, transmission_time};
@@ -39,9 +39,11 @@ use crate::wire::{Chunk, ChunkId, ChunkMeta, Manifest};
 /// baselines it is measured against, run on the same machinery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Policy {
-    /// Deadline-aware push of fresh chunks to the neighbours that spread them fastest, plus
-    /// requests to holders for what is overdue. See [`crate::scheduler`].
+    /// Announce, reserve at the first spreader, serve newest first to the best uploaders;
+    /// push when the uplink would idle. See [`crate::scheduler`].
     Fjord,
+    /// Experimental: one parent per substream pushes every chunk of it. See [`crate::tree`].
+    FjordTrees,
     /// Random peer / latest useful chunk (Bonald et al., SIGMETRICS 2008): pushes only.
     RandomPeerLatestUseful,
     /// Most deprived peer / latest useful chunk (same paper): pushes only.
@@ -49,6 +51,14 @@ pub enum Policy {
     /// Mesh pull in the style of CoolStreaming/DONet: periodic buffer maps, rarest-first
     /// requests, no pushes.
     MeshPull,
+}
+
+impl Policy {
+    /// Whether this is one of Fjord's own policies (deadline-aware, with refusals), as opposed
+    /// to a baseline.
+    pub fn is_fjord(self) -> bool {
+        matches!(self, Policy::Fjord | Policy::FjordTrees)
+    }
 }
 
 /// A node's settings.
@@ -69,8 +79,7 @@ pub struct Config {
     /// Pushes are only for chunks younger than this (age since publication); older chunks move
     /// by request, where duplicates cannot happen.
     pub push_horizon: Duration,
-    /// Chunks younger than this go to spreaders before any request is served.
-    pub diffusion_age: Duration,
+
     /// Interval of neighbour maintenance (and of buffer maps under [`Policy::MeshPull`]).
     pub maintenance_interval: Duration,
     /// A neighbour that neither gave nor took a chunk for this long is replaced.
@@ -90,7 +99,6 @@ impl Config {
             policy: Policy::Fjord,
             repair_patience: Duration::from_millis(150),
             push_horizon: Duration::from_secs(3),
-            diffusion_age: Duration::from_millis(1000),
             maintenance_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(20),
             protected_share: 0.25,
@@ -269,8 +277,15 @@ pub struct Node {
     pub(crate) neighbours: Neighbours,
     /// Neighbour slots in push order (best onward value first).
     pub(crate) push_order: Vec<usize>,
+    /// Our parent (neighbour slot) per substream.
+    pub(crate) parents: [Option<usize>; SUBSTREAMS],
+    /// Our lag behind publication per substream, µs (exponential average).
+    pub(crate) lag_us: [Option<f64>; SUBSTREAMS],
     /// Bit per neighbour slot whose upload is at least the stream rate.
     pub(crate) spreaders: u64,
+    /// Per substream, the neighbour slots subscribed to it from us.
+    pub(crate) children: [u64; SUBSTREAMS],
+    pub(crate) next_status: Time,
     pending_connects: Vec<(PeerId, Time)>,
     /// When the chunk being sent leaves the uplink.
     pub(crate) uplink_free_at: Time,
@@ -294,7 +309,11 @@ impl Node {
             tracks: Vec::new(),
             neighbours: Neighbours::new(),
             push_order: Vec::new(),
+            parents: [None; SUBSTREAMS],
+            lag_us: [None; SUBSTREAMS],
+            children: [0; SUBSTREAMS],
             spreaders: 0,
+            next_status: now,
             pending_connects: Vec::new(),
             uplink_free_at: now,
             current: None,
@@ -360,9 +379,16 @@ impl Node {
         let heads: Vec<Option<(u64, u64)>> = self.tracks.iter().map(|t| t.range()).collect();
         let inflight: usize = self.neighbours.iter().map(|(_, n)| n.in_flight.len()).sum();
         let reqs: usize = self.neighbours.iter().map(|(_, n)| n.requests.len()).sum();
+        let lags: Vec<u64> = self
+            .lag_us
+            .iter()
+            .map(|l| l.map_or(0, |l| (l / 1000.0) as u64))
+            .collect();
         format!(
-            "active {active} ranges {heads:?} in_flight {inflight} requests {reqs} uplink_free {:?} wake {} next_repair {:?}",
-            self.uplink_free_at, self.wake_for_uplink, self.next_repair
+            "active {active} ranges {heads:?} in_flight {inflight} requests {reqs} parents {:?} lags {lags:?} children {}/{}",
+            self.parents,
+            self.child_load(),
+            self.child_capacity()
         )
     }
 
@@ -575,9 +601,23 @@ impl Node {
                     s.known &= !(1 << slot);
                     s.cancelled &= !(1 << slot);
                 }
+                // Under Fjord trees a request is a repair: refuse at once what we cannot serve soon
+                // (full, or neither holding the chunk nor receiving it), so the requester asks
+                // the next neighbour while there is still time.
                 if self.config.policy == Policy::Fjord && self.refuses_request() {
                     self.send_control(slot, Control::Cancel(id));
                     return;
+                }
+                if self.config.policy == Policy::FjordTrees {
+                    let coming = self.locate(&id).is_some_and(|(t, seq)| {
+                        self.tracks[t]
+                            .get(seq)
+                            .is_some_and(|s| s.chunk.is_some() || s.incoming.is_some())
+                    });
+                    if !coming || self.refuses_request() {
+                        self.send_control(slot, Control::Cancel(id));
+                        return;
+                    }
                 }
                 if let Some((t, seq)) = self.locate(&id)
                     && let Some(n) = self.neighbours.get_mut(slot)
@@ -618,6 +658,16 @@ impl Node {
                     n.last_useful = now;
                 }
             }
+            Control::Subscribe { substreams } => self.on_subscribe(slot, substreams),
+            Control::Refuse { substreams } => self.on_refuse(now, slot, substreams),
+            Control::Status { lags_ms, spare } => {
+                self.on_status(slot, lags_ms, spare);
+                if self.config.policy == Policy::FjordTrees
+                    && self.parents.iter().any(Option::is_none)
+                {
+                    self.choose_parents(now);
+                }
+            }
             Control::Goodbye(_) => {
                 let peer = self.neighbours.get(slot).map(|n| n.peer);
                 self.drop_neighbour(now, slot);
@@ -644,11 +694,15 @@ impl Node {
         n.onward = (hello.upload_bps as f64 / stream).min(8.0) * jitter;
         self.neighbours.set_active(slot);
         self.reorder_push();
-        // Tell the newcomer what we hold, one map per track.
+        // Tell the newcomer what we hold, one map per track, and (Fjord) how early we are.
         for t in 0..self.tracks.len() {
             if let Some(msg) = self.have_map(t) {
                 self.send_control(slot, msg);
             }
+        }
+        if self.config.policy == Policy::FjordTrees {
+            let status = self.status();
+            self.send_control(slot, status);
         }
     }
 
@@ -763,13 +817,15 @@ impl Node {
         let Some((t, seq)) = self.locate(&meta.id()) else {
             return;
         };
-        let announce = self.config.policy != Policy::MeshPull;
+        // Fjord trees need no per-chunk announcements: each chunk has one sender per receiver
+        // (its substream parent). Mesh pull exchanges buffer maps instead.
+        let announce = !matches!(self.config.policy, Policy::FjordTrees | Policy::MeshPull);
         let upload = self.neighbours.get(slot).map_or(0, Neighbour::upload_bps);
         let srtt = self
             .neighbours
             .get(slot)
             .map_or(crate::neighbours::DEFAULT_RTT, |n| n.srtt);
-        let cancel_dups = self.config.policy == Policy::Fjord;
+        let cancel_dups = self.config.policy.is_fjord();
         let (chunk_us, _) = self.timing();
         let Some(s) = self.tracks[t].announced_mut(seq, now, chunk_us) else {
             return;
@@ -831,6 +887,10 @@ impl Node {
         if now > deadline {
             self.stats.late += 1;
         }
+        if from.is_some() {
+            let published = Time::from_micros(chunk.meta().published_at_us);
+            self.record_lag(seq, now.saturating_since(published));
+        }
         if let Some(j) = from
             && let Some(n) = self.neighbours.get_mut(j)
         {
@@ -842,7 +902,8 @@ impl Node {
         }
         // The origin does not announce: its neighbours get its chunks pushed, and it serves no
         // requests.
-        let announce = self.config.policy != Policy::MeshPull && self.config.role != Role::Origin;
+        let announce = !matches!(self.config.policy, Policy::FjordTrees | Policy::MeshPull)
+            && self.config.role != Role::Origin;
         let s = self.tracks[t].get_mut(seq).expect("just inserted");
         if let Some(j) = from {
             s.known |= 1 << j;
@@ -935,6 +996,16 @@ impl Node {
             self.uplink_free_at = self.uplink_free_at.min(now);
         }
         self.reorder_push();
+        self.recompute_children();
+        if self.parents.contains(&Some(slot)) {
+            for p in &mut self.parents {
+                if *p == Some(slot) {
+                    *p = None;
+                }
+            }
+            self.choose_parents(now);
+            self.next_repair = Some(now);
+        }
     }
 
     /// Sends the next chunk if the uplink is free and the policy finds one worth sending.

@@ -18,6 +18,8 @@ use crate::wire::{
 
 /// Version of this protocol, exchanged in [`Hello`].
 pub const PROTOCOL_VERSION: u8 = 1;
+/// Substreams a track is split into: chunk `seq` belongs to substream `seq % SUBSTREAMS`.
+pub const SUBSTREAMS: usize = 8;
 /// Largest frame: a maximal chunk and its kind byte.
 pub const MAX_FRAME_LEN: usize = 1 + if MAX_CHUNK_LEN > MAX_MANIFEST_LEN {
     MAX_CHUNK_LEN
@@ -89,6 +91,25 @@ pub enum Control {
     Ack(ChunkId),
     /// The connection is being closed, and why.
     Goodbye(GoodbyeReason),
+    /// Push me every chunk of the substreams whose bits are set (replaces the previous set;
+    /// zero unsubscribes).
+    Subscribe {
+        /// Bit `k`: substream `k`.
+        substreams: u8,
+    },
+    /// I will not push these substreams to you (full, or replaced by a better child).
+    Refuse {
+        /// Bit `k`: substream `k`.
+        substreams: u8,
+    },
+    /// How far behind the live edge the sender receives each substream, and how many more
+    /// substream subscriptions it can take.
+    Status {
+        /// Per substream, the sender's lag behind publication in ms (`u16::MAX`: unknown).
+        lags_ms: [u16; SUBSTREAMS],
+        /// Further substream subscriptions it accepts.
+        spare: u8,
+    },
 }
 
 /// One frame as it travels between peers.
@@ -140,6 +161,9 @@ mod kind {
     pub(super) const CANCEL: u8 = 0x05;
     pub(super) const ACK: u8 = 0x06;
     pub(super) const GOODBYE: u8 = 0x07;
+    pub(super) const SUBSCRIBE: u8 = 0x08;
+    pub(super) const REFUSE: u8 = 0x09;
+    pub(super) const STATUS: u8 = 0x0a;
     pub(super) const MANIFEST: u8 = 0x10;
     pub(super) const CHUNK: u8 = 0x11;
 }
@@ -157,7 +181,8 @@ impl Control {
                 CHUNK_ID_LEN
             }
             Control::HaveMap { .. } => HAVE_MAP_LEN,
-            Control::Goodbye(_) => 1,
+            Control::Goodbye(_) | Control::Subscribe { .. } | Control::Refuse { .. } => 1,
+            Control::Status { .. } => 2 * SUBSTREAMS + 1,
         }
     }
 
@@ -191,6 +216,17 @@ impl Control {
                 out.extend_from_slice(&bits.to_be_bytes());
             }
             Control::Goodbye(r) => out.extend_from_slice(&[kind::GOODBYE, *r as u8]),
+            Control::Subscribe { substreams } => {
+                out.extend_from_slice(&[kind::SUBSCRIBE, *substreams]);
+            }
+            Control::Refuse { substreams } => out.extend_from_slice(&[kind::REFUSE, *substreams]),
+            Control::Status { lags_ms, spare } => {
+                out.extend_from_slice(&[kind::STATUS]);
+                for l in lags_ms {
+                    out.extend_from_slice(&l.to_be_bytes());
+                }
+                out.extend_from_slice(&[*spare]);
+            }
         }
     }
 }
@@ -299,6 +335,29 @@ impl Frame {
                     _ => return Err(FrameError::BadValue("goodbye reason")),
                 })
             }
+            kind::SUBSCRIBE | kind::REFUSE => {
+                need(1)?;
+                let substreams = body[0];
+                if SUBSTREAMS < 8 && usize::from(substreams) >> SUBSTREAMS != 0 {
+                    return Err(FrameError::BadValue("substream mask"));
+                }
+                if k == kind::SUBSCRIBE {
+                    Control::Subscribe { substreams }
+                } else {
+                    Control::Refuse { substreams }
+                }
+            }
+            kind::STATUS => {
+                need(2 * SUBSTREAMS + 1)?;
+                let mut lags_ms = [0u16; SUBSTREAMS];
+                for (i, l) in lags_ms.iter_mut().enumerate() {
+                    *l = u16::from_be_bytes([body[2 * i], body[2 * i + 1]]);
+                }
+                Control::Status {
+                    lags_ms,
+                    spare: body[2 * SUBSTREAMS],
+                }
+            }
             kind::MANIFEST => return Ok(Frame::Manifest(UnverifiedManifest::decode(body)?)),
             kind::CHUNK => return Ok(Frame::Chunk(UnverifiedChunk::decode(body)?)),
             other => return Err(FrameError::UnknownKind(other)),
@@ -351,6 +410,10 @@ mod tests {
                 Just(GoodbyeReason::Misbehaved)
             ]
             .prop_map(Control::Goodbye),
+            (0u8..16).prop_map(|substreams| Control::Subscribe { substreams }),
+            (0u8..16).prop_map(|substreams| Control::Refuse { substreams }),
+            (any::<[u16; SUBSTREAMS]>(), any::<u8>())
+                .prop_map(|(lags_ms, spare)| Control::Status { lags_ms, spare }),
         ]
     }
 

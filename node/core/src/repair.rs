@@ -1,18 +1,29 @@
 //! Getting what pushes did not bring: requests to holders.
 //!
 //! # Fjord
-//! A chunk the node has heard of (a neighbour announced it) but that has not started arriving
-//! [`Config::repair_patience`] later is overdue: the pushes went elsewhere. The node requests it
-//! from the holder expected to deliver soonest (lowest one-way delay plus transmission time at
-//! the holder's upload, with a penalty for requests already waiting there) and gives that holder
-//! a bounded time before asking another. Hopeless chunks (deadline passed) are left alone, and a
-//! chunk is never requested from the same neighbour twice. Waiting a little before requesting
-//! is what keeps requests from duplicating pushes; asking the fastest holder is what keeps
-//! repair inside the deadline.
+//! A node reserves a chunk at the first spreader that announces it (see [`crate::scheduler`]).
+//! A chunk heard of but neither arriving nor reserved [`Config::repair_patience`] later, or
+//! whose reservation was refused or timed out, is requested from a holder drawn in proportion
+//! to its upload among those expected to deliver before the deadline (so every holder's upload
+//! is used in proportion to what it offers; always asking the fastest left slower uploads idle,
+//! which a resource index near 1 cannot spare). A chunk is never requested twice from the same
+//! neighbour, and hopeless chunks (deadline passed) are left alone.
+//!
+//! # Fjord trees
+//! Each chunk is expected from the parent of its substream (see [`crate::tree`]) by the
+//! parent's advertised lag plus the hop plus one chunk duration of slack, and in any case two
+//! chunk durations before its deadline. A chunk missing at that time (its parent is slow, gone,
+//! or refused us) is requested from the neighbour most likely to have it: the lowest advertised
+//! lag for its substream, among those able to deliver before the deadline. That neighbour
+//! serves it, or refuses with `Cancel` at once when it neither holds nor receives it (or later,
+//! when it can no longer deliver in time); the node then asks the next one. A chunk is never requested twice from the same neighbour. The
+//! chunks that exist are known without announcements: sequence numbers are consecutive, so
+//! everything up to the newest verified chunk exists.
 //!
 //! # Mesh pull (CoolStreaming baseline)
-//! Every pull interval (two chunk durations), the node sends its buffer map to every neighbour and requests each missing chunk, rarest first,
-//! from the holder with the most upload per request already assigned to it.
+//! Every pull interval (two chunk durations), the node sends its buffer map to every neighbour
+//! and requests each missing chunk, rarest first, from the holder with the most upload per
+//! request already assigned to it.
 //!
 //! [`Config::repair_patience`]: crate::node::Config::repair_patience
 
@@ -22,6 +33,7 @@ use crate::neighbours::bits;
 use crate::node::{Node, Policy};
 use crate::proto::Control;
 use crate::time::{Time, transmission_time};
+use crate::tree::substream;
 
 /// Slack added to a request's expected delivery before trying another holder.
 const REQUEST_SLACK: Duration = Duration::from_millis(50);
@@ -31,11 +43,109 @@ impl Node {
     pub(crate) fn repair(&mut self, now: Time) {
         match self.config.policy {
             Policy::Fjord => self.repair_overdue(now),
+            Policy::FjordTrees => self.repair_trees(now),
             Policy::MeshPull => self.pull(now),
             Policy::RandomPeerLatestUseful | Policy::DeprivedPeerLatestUseful => {
                 self.next_repair = None;
             }
         }
+    }
+
+    fn repair_trees(&mut self, now: Time) {
+        let (chunk_us, latency_us) = self.timing();
+        let chunk = Duration::from_micros(chunk_us);
+        let latency = Duration::from_micros(latency_us);
+        let mut next: Option<Time> = None;
+        let mut wake = |t: Time| next = Some(next.map_or(t, |n: Time| n.min(t)));
+        for t in 0..self.tracks.len() {
+            let Some((lo, hi)) = self.tracks[t].range() else {
+                continue;
+            };
+            let edge = hi - crate::store::AHEAD;
+            let size = self.expected_size(t);
+            for seq in lo..=edge {
+                let Some(deadline) = self.tracks[t].deadline(seq, chunk_us, latency_us) else {
+                    continue;
+                };
+                if now >= deadline {
+                    continue;
+                }
+                let k = substream(seq);
+                // When its tree should have brought it: the parent's lag plus the hop, plus one
+                // chunk duration of slack; and never later than leaves time for a repair.
+                let published = deadline - latency;
+                let expected = match self.parents[k].and_then(|p| self.neighbours.get(p)) {
+                    Some(p) if p.lags_ms[k] != u16::MAX => {
+                        published
+                            + Duration::from_millis(u64::from(p.lags_ms[k]))
+                            + p.one_way()
+                            + transmission_time(size, p.upload_bps().max(1))
+                            + chunk
+                    }
+                    _ => published + chunk,
+                };
+                let due = expected.min(deadline - chunk * 2);
+                let Some(s) = self.tracks[t].slot_mut(seq) else {
+                    continue;
+                };
+                if s.chunk.is_some() {
+                    continue;
+                }
+                if let Some((_, until)) = s.incoming {
+                    if now < until {
+                        wake(until);
+                        continue;
+                    }
+                    s.incoming = None;
+                }
+                if let Some((_, until)) = s.requested {
+                    if now < until {
+                        wake(until);
+                        continue;
+                    }
+                    s.requested = None;
+                }
+                if now < due {
+                    wake(due);
+                    continue;
+                }
+                let asked = s.asked;
+                let Some(j) = self.repair_source(k, asked, size, deadline, now) else {
+                    wake(now + chunk / 2);
+                    continue;
+                };
+                if let Some(until) = self.reserve(now, j, t, seq) {
+                    wake(until);
+                }
+            }
+        }
+        self.next_repair = next;
+    }
+
+    /// Whom to ask for a missing chunk of substream `k`: among neighbours not asked yet, the
+    /// one most likely to have it soonest (lowest advertised lag for `k`, then the fastest
+    /// delivery), among those able to deliver before `deadline`. The origin is never asked.
+    fn repair_source(
+        &self,
+        k: usize,
+        asked: u64,
+        size: usize,
+        deadline: Time,
+        now: Time,
+    ) -> Option<usize> {
+        bits(self.neighbours.active() & !asked)
+            .filter_map(|j| {
+                let n = self.neighbours.get(j)?;
+                if n.hello
+                    .is_some_and(|h| h.role == crate::proto::Role::Origin)
+                {
+                    return None;
+                }
+                let delivery = n.srtt + transmission_time(size, n.upload_bps().max(1));
+                (now + delivery <= deadline).then_some((n.lags_ms[k], delivery, j))
+            })
+            .min()
+            .map(|(_, _, j)| j)
     }
 
     fn repair_overdue(&mut self, now: Time) {
@@ -207,19 +317,20 @@ impl Node {
         }
         let mut wanted: Vec<(u32, Time, usize, u64)> = Vec::new();
         for t in 0..self.tracks.len() {
-            let Some((lo, hi)) = self.tracks[t].range() else {
-                continue;
-            };
-            for seq in lo..=hi {
+            // Live slots, not the window: before its first chunk a node knows only what its
+            // neighbours' buffer maps announced.
+            let seqs: Vec<u64> = self.tracks[t].live_seqs().collect();
+            for seq in seqs {
                 let Some(s) = self.tracks[t].get(seq) else {
                     continue;
                 };
                 if s.chunk.is_some() || s.requested.is_some_and(|(_, u)| now < u) {
                     continue;
                 }
-                let Some(deadline) = self.tracks[t].deadline(seq, chunk_us, latency_us) else {
-                    continue;
-                };
+                // Before its first chunk a node cannot estimate deadlines: worth asking anyway.
+                let deadline = self.tracks[t]
+                    .deadline(seq, chunk_us, latency_us)
+                    .unwrap_or(Time::from_micros(u64::MAX));
                 let holders = s.known & active;
                 if holders == 0 || now >= deadline {
                     continue;

@@ -1,50 +1,56 @@
 //! What to send next, each time the uplink frees: the scheduling policies.
 //!
-//! # Fjord's policy, and why
 //! Upload is the scarce resource, and a chunk's value is entirely in arriving before its
-//! deadline (publication + target latency). Each time the uplink frees, the node sends one whole
-//! chunk to one neighbour, chosen in this order:
+//! deadline (publication + target latency). Each time the uplink frees, a node sends one whole
+//! chunk to one neighbour: one at a time at full rate, so the first receiver can pass it on
+//! soonest, which is what makes dissemination fast. Whatever the policy, never sent: a chunk
+//! the neighbour is known to hold (it said so, asked us to stop, or we sent it); under Fjord a
+//! chunk that cannot arrive before its deadline (now + transmission + one-way delay), and under
+//! the baselines an expired one; anything while the neighbour's window of unacknowledged chunks
+//! is full. A transfer that became useless (the receiver got the chunk elsewhere) is aborted.
 //!
-//! 1. **Diffusion: fresh chunks to spreaders.** The newest chunk younger than
-//!    [`Config::diffusion_age`] that a *spreader* (a neighbour whose upload is at least the
-//!    stream rate, so it can pass on at least as much as it takes) lacks, to the spreader with
-//!    the highest onward value (its upload, capped, times a fixed per-link random factor).
-//!    Newest first because every chunk's spread is exponential in time: starting the newest
-//!    early shortens its whole dissemination, while older chunks already have many holders
-//!    working on them (the "latest useful" rule that makes rp/lu rate- and delay-optimal).
-//!    High-upload receivers first because they re-send fastest: the "snowball" order that
-//!    beats log2 N when uploads differ. Spreaders come before requests because they form the
-//!    backbone everyone else is served from: a first version served requests first, and under
-//!    load the best uploaders spent their whole uplink repairing old chunks while fresh ones
-//!    stalled at the first hop, which made more chunks overdue and more requests (measured:
-//!    20% continuity at N = 100).
-//! 2. **Requests, earliest deadline first.** A request means a neighbour found the chunk
-//!    overdue (see [`crate::repair`]); serving it cannot duplicate. A request that can no
-//!    longer be served in time is answered with `Cancel`, so the requester turns to another
-//!    holder at once.
-//! 3. **Everything else, latest useful first**: pushes to any neighbour, low-upload ones
-//!    included, of chunks younger than [`Config::push_horizon`].
+//! # Fjord (the default): announce, reserve, serve
+//! Every node announces a chunk to its neighbours when its first byte arrives. A node that hears
+//! of a chunk from a *spreader* (a neighbour whose upload is at least the stream rate) reserves
+//! it there at once (see [`crate::repair`]): the request's round trip hides behind that
+//! neighbour's own reception, so the chunk comes as soon as the neighbour has it. A holder then
+//! chooses, in this order:
 //!
-//! The origin orders differently: its capped upload is the only way new chunks enter the mesh,
-//! so it pushes (highest onward value first) and serves requests only when no neighbour lacks a
-//! fresh chunk.
+//! 1. **Requests**: urgent ones (slack under one chunk duration) by deadline, then the newest
+//!    chunk first and, among its requesters, the highest onward value (advertised upload)
+//!    first. Newest first because a chunk's spread is exponential in time, so starting the
+//!    newest early shortens its whole dissemination (the "latest useful" rule behind rp/lu);
+//!    high-upload receivers first because they pass it on fastest (the "snowball" order, which
+//!    beats log2 N when uploads differ). A request that can no longer be served in time is
+//!    refused with `Cancel`, so the requester asks someone else at once.
+//! 2. **Pushes, when the uplink would otherwise idle**: the newest chunk some neighbour lacks,
+//!    younger than the push horizon, to a neighbour drawn in proportion to its onward value.
 //!
-//! Never sent: a chunk the neighbour is known to hold (it announced it, it is receiving it from
-//! someone, it asked us to stop, or we sent it); a chunk that cannot arrive before its deadline
-//! (now + transmission + one-way delay); anything while the neighbour's window of unacknowledged
-//! chunks is full. Pushes are limited to chunks younger than [`Config::push_horizon`]: older
-//! chunks have holders all around, so a push would likely collide with another; they move by
-//! request instead. A transfer that became useless (the receiver got the chunk elsewhere) is
-//! aborted.
+//! The origin pushes first (its capped upload is the only way new chunks enter the mesh) and
+//! serves requests only when no neighbour lacks a fresh chunk.
+//!
+//! Measured history on the reference scenario at N = 100 (resource index 1.2), kept in git:
+//! serving requests before fresh pushes let repairs of old chunks starve diffusion (20%
+//! continuity); pushing fresh chunks to the best-ranked neighbours lost a third of all upload
+//! to duplicates (several senders pick the same receiver before its announcement arrives, and
+//! at 100 ms RTT a fast sender finishes the chunk before a cancel can reach it: 84-90%);
+//! reservations brought duplicates to 4% but left a third of the upload idle (89%); idle-time
+//! pushes use it (89-95%) at the price of duplicates again (30-38%).
+//!
+//! # Fjord trees (experimental): one parent per substream
+//! See [`crate::tree`]: each node subscribes to one parent per substream, which pushes it every
+//! chunk of that substream as soon as it has it, so each chunk has one sender per receiver and
+//! needs no announcement. Order: urgent requests, then pushes to children (newest chunk, highest
+//! onward value first), then other requests. It cuts duplicates to about 2% and the messages per
+//! chunk by four, but its trees form slowly and leave low-upload nodes' capacity idle, so at
+//! N = 1,000 it delivers less than the default; it is kept to be developed, not used by default.
 //!
 //! # Baselines
 //! The same node runs the published baselines for comparison, as their papers define them:
-//! random peer / latest useful chunk, most deprived peer / latest useful chunk (only expired
-//! chunks are skipped: no deadline estimate, no requests, no duplicate cancellation), and
-//! CoolStreaming-style mesh pull (no pushes; see [`crate::repair`]).
-//!
-//! [`Config::push_horizon`]: crate::node::Config::push_horizon
-//! [`Config::diffusion_age`]: crate::node::Config::diffusion_age
+//! random peer / latest useful chunk, most deprived peer / latest useful chunk (pushes with
+//! per-chunk announcements; only expired chunks are skipped: no deadline estimate, no requests,
+//! no duplicate cancellation), and CoolStreaming-style mesh pull (no pushes; see
+//! [`crate::repair`]).
 
 use std::time::Duration;
 
@@ -52,28 +58,27 @@ use crate::neighbours::bits;
 use crate::node::{Node, Policy};
 use crate::proto::{Control, Role};
 use crate::time::{Time, transmission_time};
+use crate::tree::substream;
 
 impl Node {
     /// The next transfer: (neighbour slot, track, seq), or `None` to stay idle.
     pub(crate) fn pick(&mut self, now: Time) -> Option<(usize, usize, u64)> {
         self.manifest.as_ref()?;
-        // The origin's upload is the one injection point of every chunk: it pushes fresh chunks
-        // first and serves requests only with what is left.
-        if self.config.role == Role::Origin {
-            if let Some(p) = self.pick_push(now, false, self.config.push_horizon) {
-                return Some(p);
-            }
-            return self.pick_request(now);
-        }
-        if let Some(p) = self.pick_request(now) {
-            return Some(p);
-        }
+        let origin = self.config.role == Role::Origin;
         match self.config.policy {
-            // Reservations first; an uplink that would idle pushes instead.
-            Policy::Fjord => self.pick_push(now, false, self.config.push_horizon),
+            Policy::Fjord if origin => self
+                .pick_push(now)
+                .or_else(|| self.pick_request(now, false)),
+            Policy::Fjord => self
+                .pick_request(now, false)
+                .or_else(|| self.pick_push(now)),
+            Policy::FjordTrees => self
+                .pick_request(now, true)
+                .or_else(|| self.pick_child_push(now))
+                .or_else(|| self.pick_request(now, false)),
             Policy::RandomPeerLatestUseful => self.pick_latest_useful(now, false),
             Policy::DeprivedPeerLatestUseful => self.pick_latest_useful(now, true),
-            Policy::MeshPull => None,
+            Policy::MeshPull => self.pick_request(now, false),
         }
     }
 
@@ -85,20 +90,30 @@ impl Node {
         now + transmission_time(bytes, self.config.upload_bps) + n.one_way() <= deadline
     }
 
-    /// Earliest-deadline pending request that can still be served in time. Requests that can
-    /// no longer be are dropped; requests for chunks not here yet wait for them.
-    fn pick_request(&mut self, now: Time) -> Option<(usize, usize, u64)> {
-        let fjord = self.config.policy == Policy::Fjord;
+    /// The pending request to serve next, if any can still arrive in time: under Fjord urgent
+    /// ones (slack under one chunk duration) by deadline, then (unless `urgent_only`) the rest
+    /// newest chunk first and highest onward value first; the baselines by deadline. Requests that can no longer be served in
+    /// time are dropped, and under Fjord refused with `Cancel` so the requester asks someone
+    /// else at once. Requests for chunks not here yet wait for them.
+    fn pick_request(&mut self, now: Time, urgent_only: bool) -> Option<(usize, usize, u64)> {
+        let fjord = self.config.policy.is_fjord();
         let (chunk_us, _) = self.timing();
         let urgent_slack = Duration::from_micros(chunk_us);
-        // Sort key, smallest first: urgent requests by deadline, then (Fjord) the newest chunk
-        // to the neighbour with the highest onward value; the baselines serve by deadline.
-        let mut best: Option<((bool, u64, i64), usize, usize, u64)> = None;
+        // (sort key, neighbour slot, track, seq); the smallest key is served first.
+        type Candidate = ((bool, u64, i64), usize, usize, u64);
+        let mut best: Option<Candidate> = None;
         let mut dead: Vec<(usize, usize, u64)> = Vec::new();
         for (j, n) in self.neighbours.iter() {
             for &(t, seq) in &n.requests {
-                let Some(s) = self.tracks.get(t).and_then(|store| store.get(seq)) else {
+                let Some(store) = self.tracks.get(t) else {
                     dead.push((j, t, seq));
+                    continue;
+                };
+                let Some(s) = store.get(seq) else {
+                    // Not here and not announced: wait, unless it fell out of the window.
+                    if store.range().is_some_and(|(lo, _)| seq < lo) {
+                        dead.push((j, t, seq));
+                    }
                     continue;
                 };
                 let Some(chunk) = &s.chunk else {
@@ -119,6 +134,9 @@ impl Node {
                     continue;
                 }
                 let urgent = !fjord || s.deadline.saturating_since(arrival) < urgent_slack;
+                if urgent_only && !urgent {
+                    continue;
+                }
                 let key = if urgent {
                     (false, s.deadline.as_micros(), 0)
                 } else {
@@ -137,7 +155,6 @@ impl Node {
             if let Some(n) = self.neighbours.get_mut(j) {
                 n.requests.retain(|r| *r != (t, seq));
             }
-            // Say so, so the requester asks someone else at once instead of waiting.
             if fjord {
                 let id = self.chunk_id(t, seq);
                 self.send_control(j, Control::Cancel(id));
@@ -148,25 +165,58 @@ impl Node {
         Some((j, t, seq))
     }
 
-    /// Fjord's pushes: the newest useful chunk younger than `max_age`, among spreaders only if
-    /// `spreaders`, to a receiver drawn with probability proportional to its onward value.
+    /// Fjord's pushes: the newest chunk that a child subscribed to its substream lacks, to the
+    /// child with the highest onward value among those it can reach in time.
+    fn pick_child_push(&self, now: Time) -> Option<(usize, usize, u64)> {
+        let active = self.neighbours.active();
+        let mut best: Option<(u64, usize, usize, u64)> = None;
+        for (t, store) in self.tracks.iter().enumerate() {
+            for s in store.newest_first() {
+                let Some(chunk) = &s.chunk else {
+                    continue;
+                };
+                let published = chunk.meta().published_at_us;
+                if now >= s.deadline || best.is_some_and(|b| b.0 >= published) {
+                    break;
+                }
+                let lacking = self.children[substream(s.seq)] & active & !s.known & !s.cancelled;
+                if lacking == 0 {
+                    continue;
+                }
+                for &j in &self.push_order {
+                    if lacking & (1 << j) == 0 {
+                        continue;
+                    }
+                    let n = self.neighbours.get(j).expect("push order lists live slots");
+                    if n.window_allows(chunk.len(), self.config.upload_bps)
+                        && self.arrives_in_time(now, j, chunk.len(), s.deadline)
+                    {
+                        best = Some((published, j, t, s.seq));
+                        break;
+                    }
+                }
+                if best.is_some_and(|b| b.0 == published) {
+                    break;
+                }
+            }
+        }
+        best.map(|(_, j, t, seq)| (j, t, seq))
+    }
+
+    /// Fjord's pushes: the newest useful chunk younger than [`Config::push_horizon`], to a
+    /// receiver drawn with probability proportional to its onward value. The origin's way of
+    /// injecting chunks, and a viewer's use of an uplink that would otherwise idle.
     ///
     /// Drawn rather than the best every time: all senders around a receiver rank it the same
     /// way, so "always the best" sends every fresh chunk from several senders to the same top
     /// uploader at once, and all but one copy are wasted (measured: about a quarter of all
     /// transfers aborted at N = 100). A weighted draw keeps the snowball bias and spreads the
     /// senders out.
-    fn pick_push(
-        &mut self,
-        now: Time,
-        spreaders: bool,
-        max_age: Duration,
-    ) -> Option<(usize, usize, u64)> {
-        let active = if spreaders {
-            self.neighbours.active() & self.spreaders
-        } else {
-            self.neighbours.active()
-        };
+    ///
+    /// [`Config::push_horizon`]: crate::node::Config::push_horizon
+    fn pick_push(&mut self, now: Time) -> Option<(usize, usize, u64)> {
+        let max_age = self.config.push_horizon;
+        let active = self.neighbours.active();
         if active == 0 {
             return None;
         }

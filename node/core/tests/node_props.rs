@@ -86,6 +86,9 @@ enum Action {
     Chunk(Option<u64>, u64),
     Goodbye(u64),
     Candidates(Vec<u64>),
+    Subscribe(u64, u8),
+    Refuse(u64, u8),
+    Status(u64, u16, u8),
     Advance(u64),
 }
 
@@ -104,7 +107,10 @@ fn action() -> impl Strategy<Value = Action> {
         2 => (p.clone(), s.clone()).prop_map(|(p, s)| Action::Incoming(p, s)),
         4 => (prop::option::of(p.clone()), s.clone()).prop_map(|(p, s)| Action::Chunk(p, s)),
         1 => p.clone().prop_map(Action::Goodbye),
-        1 => prop::collection::vec(p, 0..8).prop_map(Action::Candidates),
+        1 => prop::collection::vec(p.clone(), 0..8).prop_map(Action::Candidates),
+        2 => (p.clone(), any::<u8>()).prop_map(|(p, m)| Action::Subscribe(p, m)),
+        1 => (p.clone(), any::<u8>()).prop_map(|(p, m)| Action::Refuse(p, m)),
+        2 => (p, any::<u16>(), any::<u8>()).prop_map(|(p, l, s)| Action::Status(p, l, s)),
         4 => (0u64..200_000).prop_map(Action::Advance),
     ]
 }
@@ -274,6 +280,15 @@ impl Harness {
                     chunk: fixture().chunks[s as usize].clone(),
                 });
             }
+            Action::Subscribe(p, substreams) => self.control(p, Control::Subscribe { substreams }),
+            Action::Refuse(p, substreams) => self.control(p, Control::Refuse { substreams }),
+            Action::Status(p, lag, spare) => self.control(
+                p,
+                Control::Status {
+                    lags_ms: [lag; fjord_core::proto::SUBSTREAMS],
+                    spare,
+                },
+            ),
             Action::Candidates(ps) => {
                 self.feed(Input::Candidates(ps.into_iter().map(PeerId).collect()))
             }
@@ -375,12 +390,18 @@ proptest! {
     }
 
     #[test]
-    fn baselines_keep_the_same_promises(
+    fn other_policies_keep_the_same_promises(
         actions in prop::collection::vec(action(), 1..200),
-        which in 0..3usize,
+        which in 0..4usize,
+        origin in any::<bool>(),
     ) {
-        let policy = [Policy::RandomPeerLatestUseful, Policy::DeprivedPeerLatestUseful, Policy::MeshPull][which];
-        run(policy, Role::Viewer, actions);
+        let policy = [
+            Policy::FjordTrees,
+            Policy::RandomPeerLatestUseful,
+            Policy::DeprivedPeerLatestUseful,
+            Policy::MeshPull,
+        ][which];
+        run(policy, if origin { Role::Origin } else { Role::Viewer }, actions);
     }
 }
 
@@ -395,6 +416,8 @@ fn long_random_run_stays_bounded() {
     for (policy, role) in [
         (Policy::Fjord, Role::Viewer),
         (Policy::Fjord, Role::Origin),
+        (Policy::FjordTrees, Role::Viewer),
+        (Policy::FjordTrees, Role::Origin),
         (Policy::RandomPeerLatestUseful, Role::Viewer),
         (Policy::MeshPull, Role::Viewer),
     ] {
