@@ -14,6 +14,7 @@ pub mod bound;
 pub mod engine;
 pub mod metrics;
 pub mod network;
+pub mod plot;
 pub mod queue;
 pub mod report;
 pub mod scenario;

@@ -1,14 +1,17 @@
 //! `fjord-sim`: runs scenarios and writes their reports.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use fjord_sim::policy_by_name;
+use fjord_sim::report::{self, RunSummary};
 use fjord_sim::scenario::Scenario;
-use fjord_sim::{policy_by_name, report};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Fjord's discrete-event simulator.
+/// Fjord's discrete-event simulator: runs the node's own scheduling core for many peers on
+/// virtual time, beside the published baselines, and reports continuity, delay against the
+/// lower bound, start-up, origin egress and overheads.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
@@ -16,70 +19,134 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::Args)]
+struct Overrides {
+    /// Policies to run instead of the scenario's list (fjord, fjord-trees, rp-lu, dp-lu,
+    /// mesh-pull).
+    #[arg(long, value_delimiter = ',')]
+    policies: Option<Vec<String>>,
+    /// Override the simulated duration, s.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Override the seed.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run a scenario under each of its policies (or those given) and print the summary.
+    /// Run a scenario under each of its policies, print the summary table and (with --out)
+    /// write CSV files and SVG plots.
     Run {
         /// Scenario file (TOML).
         scenario: PathBuf,
-        /// Policies to run instead of the scenario's list (fjord, rp-lu, dp-lu, mesh-pull).
-        #[arg(long, value_delimiter = ',')]
-        policies: Option<Vec<String>>,
         /// Override the number of viewers.
         #[arg(long)]
         peers: Option<usize>,
-        /// Override the simulated duration, s.
+        #[command(flatten)]
+        overrides: Overrides,
+        /// Folder for summary.md/.csv, delay_cdf.csv/.svg, continuity.csv/.svg.
         #[arg(long)]
-        duration: Option<f64>,
-        /// Override the seed.
-        #[arg(long)]
-        seed: Option<u64>,
+        out: Option<PathBuf>,
     },
+    /// Run a scenario for several N, every policy each, and write the results table
+    /// (results.md, results.csv), the origin-egress and p99-delay plots against N, and each
+    /// run's own files in a folder per N.
+    Sweep {
+        /// Scenario file (TOML).
+        scenario: PathBuf,
+        /// Numbers of viewers.
+        #[arg(long, value_delimiter = ',', default_value = "100,1000,10000,100000")]
+        peers: Vec<usize>,
+        #[command(flatten)]
+        overrides: Overrides,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn load(path: &Path, peers: Option<usize>, o: &Overrides) -> Result<Scenario> {
+    let mut sc = Scenario::load(path)?;
+    if let Some(p) = peers {
+        sc.peers = p;
+    }
+    if let Some(d) = o.duration {
+        sc.duration_s = d;
+    }
+    if let Some(s) = o.seed {
+        sc.seed = s;
+    }
+    if let Some(p) = &o.policies {
+        sc.policies = p.clone();
+    }
+    sc.validate()?;
+    Ok(sc)
+}
+
+/// Runs every policy of `sc`, printing a table row as each finishes.
+fn run_all(sc: &Scenario, dir: &Path) -> Result<Vec<RunSummary>> {
+    let mut out = Vec::new();
+    for name in &sc.policies {
+        let policy = policy_by_name(name)?;
+        let bar = ProgressBar::new(sc.duration_s as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>24} [{bar:30}] {pos}/{len} simulated s, {elapsed} elapsed, eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{name}, N = {}", sc.peers));
+        let summary = fjord_sim::run(sc, policy, dir, &mut |s| bar.set_position(s as u64))
+            .with_context(|| format!("running {name} with N = {}", sc.peers))?;
+        bar.finish_and_clear();
+        print!("{}", report::table_row(&summary));
+        out.push(summary);
+    }
+    Ok(out)
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Run {
             scenario,
-            policies,
             peers,
-            duration,
-            seed,
+            overrides,
+            out,
         } => {
-            let mut sc = Scenario::load(&scenario)?;
-            if let Some(p) = peers {
-                sc.peers = p;
-            }
-            if let Some(d) = duration {
-                sc.duration_s = d;
-            }
-            if let Some(s) = seed {
-                sc.seed = s;
-            }
-            if let Some(p) = policies {
-                sc.policies = p;
-            }
-            sc.validate()?;
+            let sc = load(&scenario, peers, &overrides)?;
             let dir = scenario.parent().map(PathBuf::from).unwrap_or_default();
             print!("{}", report::table_header());
-            for name in &sc.policies {
-                let policy = policy_by_name(name)?;
-                let bar = ProgressBar::new(sc.duration_s as u64);
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{prefix:>10} [{bar:40}] {pos}/{len} simulated s, {elapsed} elapsed, eta {eta}",
-                    )
-                    .expect("valid template")
-                    .progress_chars("=> "),
-                );
-                bar.set_prefix(name.clone());
-                let summary =
-                    fjord_sim::run(&sc, policy, &dir, &mut |s| bar.set_position(s as u64))
-                        .with_context(|| format!("running {name}"))?;
-                bar.finish_and_clear();
-                print!("{}", report::table_row(&summary));
+            let runs = run_all(&sc, &dir)?;
+            if let Some(out) = out {
+                report::write_run(&out, &runs)
+                    .with_context(|| format!("cannot write {}", out.display()))?;
+                eprintln!("wrote {}", out.display());
             }
-            Ok(())
+        }
+        Command::Sweep {
+            scenario,
+            peers,
+            overrides,
+            out,
+        } => {
+            let dir = scenario.parent().map(PathBuf::from).unwrap_or_default();
+            print!("{}", report::table_header());
+            let mut all = Vec::new();
+            for n in peers {
+                let sc = load(&scenario, Some(n), &overrides)?;
+                let runs = run_all(&sc, &dir)?;
+                let sub = out.join(format!("n{n}"));
+                report::write_run(&sub, &runs)
+                    .with_context(|| format!("cannot write {}", sub.display()))?;
+                all.extend(runs);
+                // Rewrite the table after every N, so a long sweep leaves its results so far.
+                report::write_sweep(&out, &all)
+                    .with_context(|| format!("cannot write {}", out.display()))?;
+            }
+            eprintln!("wrote {}", out.display());
         }
     }
+    Ok(())
 }

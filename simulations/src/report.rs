@@ -168,3 +168,228 @@ pub fn table_row(s: &RunSummary) -> String {
     );
     out
 }
+
+/// Writes a run's files into `dir`: `summary.md`, `summary.csv`, `delay_cdf.csv`,
+/// `continuity.csv`, and the plots `delay_cdf.svg` and `continuity.svg`.
+pub fn write_run(dir: &std::path::Path, runs: &[RunSummary]) -> std::io::Result<()> {
+    use crate::plot::{Chart, Scale, Series, render};
+    std::fs::create_dir_all(dir)?;
+    let mut md = table_header();
+    for r in runs {
+        md.push_str(&table_row(r));
+    }
+    std::fs::write(dir.join("summary.md"), md)?;
+    let mut csv = csv_header();
+    for r in runs {
+        csv.push_str(&csv_row(r));
+    }
+    std::fs::write(dir.join("summary.csv"), csv)?;
+
+    let mut cdf = String::from("policy,delay_ms,share\n");
+    let mut continuity = String::from("policy,time_s,continuity\n");
+    let thinned: Vec<Vec<(f64, f64)>> = runs.iter().map(|r| thin(&r.cdf, 400)).collect();
+    for (r, points) in runs.iter().zip(&thinned) {
+        let name = crate::policy_name(r.policy);
+        for (ms, share) in points {
+            let _ = writeln!(cdf, "{name},{ms},{share:.6}");
+        }
+        for (t, c) in &r.continuity_over_time {
+            let _ = writeln!(continuity, "{name},{t:.3},{c:.6}");
+        }
+    }
+    std::fs::write(dir.join("delay_cdf.csv"), cdf)?;
+    std::fs::write(dir.join("continuity.csv"), continuity)?;
+
+    let title = runs.first().map_or(String::new(), |r| {
+        format!("{} (N = {})", r.scenario, r.peers)
+    });
+    let series: Vec<Series<'_>> = runs
+        .iter()
+        .zip(&thinned)
+        .map(|(r, points)| Series {
+            label: crate::policy_name(r.policy),
+            points,
+        })
+        .collect();
+    std::fs::write(
+        dir.join("delay_cdf.svg"),
+        render(
+            &Chart {
+                title: &format!("Chunk delay from publication: {title}"),
+                x_label: "delay (ms)",
+                y_label: "share of deliveries",
+                x_scale: Scale::Linear,
+                y_range: Some((0.0, 1.0)),
+            },
+            &series,
+        ),
+    )?;
+    let over_time: Vec<Vec<(f64, f64)>> = runs
+        .iter()
+        .map(|r| smooth(&r.continuity_over_time, 8))
+        .collect();
+    let series: Vec<Series<'_>> = runs
+        .iter()
+        .zip(&over_time)
+        .map(|(r, points)| Series {
+            label: crate::policy_name(r.policy),
+            points,
+        })
+        .collect();
+    std::fs::write(
+        dir.join("continuity.svg"),
+        render(
+            &Chart {
+                title: &format!("Continuity over time (2 s average): {title}"),
+                x_label: "publication time (s)",
+                y_label: "share of peers on time",
+                x_scale: Scale::Linear,
+                y_range: Some((0.0, 1.0)),
+            },
+            &series,
+        ),
+    )?;
+    Ok(())
+}
+
+/// Writes a sweep over N into `dir`: `results.md`, `results.csv` and `origin_egress.svg`,
+/// `p99_delay.svg` (with the lower bound).
+pub fn write_sweep(dir: &std::path::Path, runs: &[RunSummary]) -> std::io::Result<()> {
+    use crate::plot::{Chart, Scale, Series, render};
+    std::fs::create_dir_all(dir)?;
+    let mut md = table_header();
+    let mut csv = csv_header();
+    for r in runs {
+        md.push_str(&table_row(r));
+        csv.push_str(&csv_row(r));
+    }
+    std::fs::write(dir.join("results.md"), md)?;
+    std::fs::write(dir.join("results.csv"), csv)?;
+    let mut policies: Vec<Policy> = Vec::new();
+    for r in runs {
+        if !policies.contains(&r.policy) {
+            policies.push(r.policy);
+        }
+    }
+    let per_policy = |f: &dyn Fn(&RunSummary) -> f64| -> Vec<Vec<(f64, f64)>> {
+        policies
+            .iter()
+            .map(|p| {
+                runs.iter()
+                    .filter(|r| r.policy == *p)
+                    .map(|r| (r.peers as f64, f(r)))
+                    .collect()
+            })
+            .collect()
+    };
+    let egress = per_policy(&|r| r.origin_egress);
+    let series: Vec<Series<'_>> = policies
+        .iter()
+        .zip(&egress)
+        .map(|(p, points)| Series {
+            label: crate::policy_name(*p),
+            points,
+        })
+        .collect();
+    let name = runs.first().map_or("", |r| r.scenario.as_str());
+    std::fs::write(
+        dir.join("origin_egress.svg"),
+        render(
+            &Chart {
+                title: &format!("Origin egress against N: {name}"),
+                x_label: "viewers (N)",
+                y_label: "origin egress (x stream rate)",
+                x_scale: Scale::Log,
+                y_range: Some((0.0, 5.0)),
+            },
+            &series,
+        ),
+    )?;
+    let mut p99 = per_policy(&|r| r.delay_ms[2]);
+    let mut labels: Vec<&str> = policies.iter().map(|p| crate::policy_name(*p)).collect();
+    let mut seen = Vec::new();
+    let bound: Vec<(f64, f64)> = runs
+        .iter()
+        .filter(|r| {
+            let new = !seen.contains(&r.peers);
+            seen.push(r.peers);
+            new
+        })
+        .map(|r| (r.peers as f64, r.bound_ms[1]))
+        .collect();
+    p99.push(bound);
+    labels.push("lower bound");
+    let series: Vec<Series<'_>> = labels
+        .iter()
+        .zip(&p99)
+        .map(|(l, points)| Series { label: l, points })
+        .collect();
+    std::fs::write(
+        dir.join("p99_delay.svg"),
+        render(
+            &Chart {
+                title: &format!("p99 chunk delay against N: {name}"),
+                x_label: "viewers (N)",
+                y_label: "p99 delay (ms)",
+                x_scale: Scale::Log,
+                y_range: None,
+            },
+            &series,
+        ),
+    )?;
+    Ok(())
+}
+
+fn csv_header() -> String {
+    "scenario,peers,policy,continuity,p1_peer_continuity,delay_p50_ms,delay_p95_ms,delay_p99_ms,delay_max_ms,bound_p50_ms,bound_p99_ms,bound_max_ms,p99_over_bound,startup_p50_ms,startup_p95_ms,origin_egress,duplicate_share,control_share,r_max,rate_over_r_max,resource_index,events,wall_s\n".to_owned()
+}
+
+fn csv_row(s: &RunSummary) -> String {
+    let (a, b) = s.startup_ms.map_or((f64::NAN, f64::NAN), |[a, b]| (a, b));
+    format!(
+        "{},{},{},{:.6},{:.6},{},{},{},{},{:.0},{:.0},{:.0},{:.3},{a},{b},{:.4},{:.6},{:.6},{:.4},{:.4},{:.4},{},{:.2}\n",
+        s.scenario,
+        s.peers,
+        crate::policy_name(s.policy),
+        s.continuity,
+        s.p1_peer,
+        s.delay_ms[0],
+        s.delay_ms[1],
+        s.delay_ms[2],
+        s.delay_ms[3],
+        s.bound_ms[0],
+        s.bound_ms[1],
+        s.bound_ms[2],
+        s.p99_ratio(),
+        s.origin_egress,
+        s.duplicate_share,
+        s.control_share,
+        s.r_max,
+        s.achieved_vs_max,
+        s.resource_index,
+        s.events,
+        s.wall.as_secs_f64()
+    )
+}
+
+/// At most `n` points of a monotone curve, evenly spread.
+fn thin(points: &[(f64, f64)], n: usize) -> Vec<(f64, f64)> {
+    if points.len() <= n {
+        return points.to_vec();
+    }
+    let step = points.len() as f64 / n as f64;
+    let mut out: Vec<(f64, f64)> = (0..n).map(|i| points[(i as f64 * step) as usize]).collect();
+    out.push(*points.last().expect("non-empty"));
+    out
+}
+
+/// Moving average over `w` points.
+fn smooth(points: &[(f64, f64)], w: usize) -> Vec<(f64, f64)> {
+    points
+        .chunks(w.max(1))
+        .map(|c| {
+            let n = c.len() as f64;
+            (c[0].0, c.iter().map(|p| p.1).sum::<f64>() / n)
+        })
+        .collect()
+}
