@@ -94,8 +94,10 @@ impl Config {
         Self {
             role: Role::Viewer,
             upload_bps,
-            max_neighbours: 12,
-            min_neighbours: 8,
+            // Measured on the reference scenario (N = 300, resource index 1.2): 20 neighbours
+            // give 88% continuity where 12 give 84%.
+            max_neighbours: 20,
+            min_neighbours: 14,
             policy: Policy::Fjord,
             repair_patience: Duration::from_millis(150),
             push_horizon: Duration::from_secs(3),
