@@ -91,19 +91,9 @@ impl Node {
                 if s.chunk.is_some() {
                     continue;
                 }
-                if let Some((_, until)) = s.incoming {
-                    if now < until {
-                        wake(until);
-                        continue;
-                    }
-                    s.incoming = None;
-                }
-                if let Some((_, until)) = s.requested {
-                    if now < until {
-                        wake(until);
-                        continue;
-                    }
-                    s.requested = None;
+                if let Some(until) = s.awaited(now) {
+                    wake(until);
+                    continue;
                 }
                 if now < due {
                     wake(due);
@@ -170,19 +160,9 @@ impl Node {
                 if deadline.is_some_and(|d| now >= d) {
                     continue;
                 }
-                if let Some((_, until)) = s.incoming {
-                    if now < until {
-                        wake(until);
-                        continue;
-                    }
-                    s.incoming = None;
-                }
-                if let Some((_, until)) = s.requested {
-                    if now < until {
-                        wake(until);
-                        continue;
-                    }
-                    s.requested = None;
+                if let Some(until) = s.awaited(now) {
+                    wake(until);
+                    continue;
                 }
                 let due = s.heard_at.expect("filtered above") + patience;
                 if now < due {
@@ -235,22 +215,12 @@ impl Node {
         if fits == 0 {
             return fastest.map(|f| f.1);
         }
-        let weight = |j: usize| {
-            self.neighbours
+        let neighbours = &self.neighbours;
+        self.rng.draw(fits, |j| {
+            neighbours
                 .get(j)
                 .map_or(0.0, |n| n.upload_bps() as f64 + 1.0)
-        };
-        let total: f64 = bits(fits).map(weight).sum();
-        let mut x = self.rng.unit() * total;
-        let mut chosen = fits.trailing_zeros() as usize;
-        for j in bits(fits) {
-            chosen = j;
-            x -= weight(j);
-            if x < 0.0 {
-                break;
-            }
-        }
-        Some(chosen)
+        })
     }
 
     /// Requests chunk `seq` of `track` from neighbour `slot` and records the reservation; returns

@@ -43,6 +43,25 @@ impl Rng {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
+    /// A set bit of `mask` drawn with probability proportional to `weight(bit)`; `None` for an
+    /// empty mask.
+    pub(crate) fn draw(&mut self, mask: u64, weight: impl Fn(usize) -> f64) -> Option<usize> {
+        if mask == 0 {
+            return None;
+        }
+        let total: f64 = crate::neighbours::bits(mask).map(&weight).sum();
+        let mut x = self.unit() * total;
+        let mut chosen = mask.trailing_zeros() as usize;
+        for j in crate::neighbours::bits(mask) {
+            chosen = j;
+            x -= weight(j);
+            if x < 0.0 {
+                break;
+            }
+        }
+        Some(chosen)
+    }
+
     /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
         self.unit() < p

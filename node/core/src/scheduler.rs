@@ -249,17 +249,10 @@ impl Node {
             }
         }
         let (_, t, seq, eligible) = best?;
-        let weight = |j: usize| self.neighbours.get(j).map_or(0.0, |n| n.onward.max(0.01));
-        let total: f64 = bits(eligible).map(weight).sum();
-        let mut x = self.rng.unit() * total;
-        let mut chosen = eligible.trailing_zeros() as usize;
-        for j in bits(eligible) {
-            chosen = j;
-            x -= weight(j);
-            if x < 0.0 {
-                break;
-            }
-        }
+        let neighbours = &self.neighbours;
+        let chosen = self.rng.draw(eligible, |j| {
+            neighbours.get(j).map_or(0.0, |n| n.onward.max(0.01))
+        })?;
         Some((chosen, t, seq))
     }
 

@@ -50,6 +50,19 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
+    /// If a copy is still expected (arriving, or requested) at `now`, until when; expectations
+    /// that ran out are forgotten, so the chunk can be asked for again.
+    pub(crate) fn awaited(&mut self, now: Time) -> Option<Time> {
+        for pending in [&mut self.incoming, &mut self.requested] {
+            match *pending {
+                Some((_, until)) if now < until => return Some(until),
+                Some(_) => *pending = None,
+                None => {}
+            }
+        }
+        None
+    }
+
     fn reset(&mut self, seq: u64) {
         *self = Slot {
             seq,

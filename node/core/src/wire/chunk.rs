@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::codec::{Reader, Writer};
+use super::codec::{Reader, Writer, verify_signed};
 use super::limits::{MAX_CHUNK_LEN, MAX_CHUNK_PAYLOAD};
 use super::{
     ChannelId, ChannelKey, DecodeError, EncodeError, FieldError, MessageKind, SIGNATURE_LEN,
@@ -120,23 +120,7 @@ impl UnverifiedChunk {
     /// and never allocates: the result shares `bytes`.
     pub fn decode(bytes: Bytes) -> Result<Self, DecodeError> {
         let mut r = Reader::new(&bytes);
-        let kind = r.preamble()?;
-        match MessageKind::from_byte(kind) {
-            Some(MessageKind::Chunk) => {}
-            Some(found) => {
-                return Err(DecodeError::WrongKind {
-                    expected: MessageKind::Chunk,
-                    found,
-                });
-            }
-            None => return Err(DecodeError::UnknownKind(kind)),
-        }
-        if bytes.len() > MAX_CHUNK_LEN {
-            return Err(DecodeError::MessageTooLarge {
-                len: bytes.len(),
-                max: MAX_CHUNK_LEN,
-            });
-        }
+        r.expect(MessageKind::Chunk, MAX_CHUNK_LEN)?;
         let channel = r.array("channel")?;
         let epoch = r.u64("epoch")?;
         let track = r.u8("track")?;
@@ -202,17 +186,7 @@ impl UnverifiedChunk {
 
     /// Checks that the chunk belongs to `channel` and that its signature verifies.
     pub fn verify(self, channel: &ChannelId) -> Result<Chunk, VerifyError> {
-        if &self.channel != channel.as_bytes() {
-            return Err(VerifyError::WrongChannel {
-                expected: channel.to_string(),
-                found: ChannelId::describe(&self.channel),
-            });
-        }
-        let (signed, signature) = self.bytes.split_at(self.bytes.len() - SIGNATURE_LEN);
-        let signature: &[u8; SIGNATURE_LEN] = signature
-            .try_into()
-            .expect("split_at leaves exactly SIGNATURE_LEN bytes");
-        channel.verify(signed, signature)?;
+        verify_signed(&self.bytes, &self.channel, channel)?;
         Ok(Chunk {
             channel: *channel,
             meta: self.meta,

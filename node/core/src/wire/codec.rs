@@ -3,7 +3,7 @@
 //! The reader only ever hands out sub-slices of its input: it never allocates, so a length field
 //! can make it fail but never make it reserve memory.
 
-use super::{DecodeError, MAGIC, VERSION};
+use super::{ChannelId, DecodeError, MAGIC, MessageKind, SIGNATURE_LEN, VERSION, VerifyError};
 
 /// A cursor over untrusted bytes.
 pub(crate) struct Reader<'a> {
@@ -60,6 +60,24 @@ impl<'a> Reader<'a> {
         Ok(u64::from_be_bytes(self.array(field)?))
     }
 
+    /// Reads the preamble and checks that the message is of kind `expected` and no longer than
+    /// `max` bytes in all.
+    pub(crate) fn expect(&mut self, expected: MessageKind, max: usize) -> Result<(), DecodeError> {
+        let kind = self.preamble()?;
+        match MessageKind::from_byte(kind) {
+            Some(k) if k == expected => {}
+            Some(found) => return Err(DecodeError::WrongKind { expected, found }),
+            None => return Err(DecodeError::UnknownKind(kind)),
+        }
+        if self.buf.len() > max {
+            return Err(DecodeError::MessageTooLarge {
+                len: self.buf.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
     /// Reads magic and version, and returns the kind byte.
     pub(crate) fn preamble(&mut self) -> Result<u8, DecodeError> {
         if self.array::<2>("magic")? != MAGIC {
@@ -71,6 +89,26 @@ impl<'a> Reader<'a> {
         }
         self.u8("kind")
     }
+}
+
+/// Checks that `encoded` (a whole decoded message whose channel field is `claimed`) belongs to
+/// `channel` and that its trailing signature verifies over everything before it.
+pub(crate) fn verify_signed(
+    encoded: &[u8],
+    claimed: &[u8; 32],
+    channel: &ChannelId,
+) -> Result<(), VerifyError> {
+    if claimed != channel.as_bytes() {
+        return Err(VerifyError::WrongChannel {
+            expected: channel.to_string(),
+            found: ChannelId::describe(claimed),
+        });
+    }
+    let (signed, signature) = encoded.split_at(encoded.len() - SIGNATURE_LEN);
+    let signature: &[u8; SIGNATURE_LEN] = signature
+        .try_into()
+        .expect("split_at leaves exactly SIGNATURE_LEN bytes");
+    channel.verify(signed, signature)
 }
 
 /// Appends big-endian fields to a buffer sized up front by the caller.

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::codec::{Reader, Writer};
+use super::codec::{Reader, Writer, verify_signed};
 use super::limits::{
     MANIFEST_FIXED_LEN, MAX_CODEC_LEN, MAX_INIT_SEGMENT, MAX_MANIFEST_LEN, MAX_NAME_LEN,
     MAX_TRACKS, TRACK_FIXED_LEN,
@@ -178,23 +178,7 @@ impl UnverifiedManifest {
     /// allocations are the name, codec strings and track list, each bounded by its limit.
     pub fn decode(bytes: Bytes) -> Result<Self, DecodeError> {
         let mut r = Reader::new(&bytes);
-        let kind = r.preamble()?;
-        match MessageKind::from_byte(kind) {
-            Some(MessageKind::Manifest) => {}
-            Some(found) => {
-                return Err(DecodeError::WrongKind {
-                    expected: MessageKind::Manifest,
-                    found,
-                });
-            }
-            None => return Err(DecodeError::UnknownKind(kind)),
-        }
-        if bytes.len() > MAX_MANIFEST_LEN {
-            return Err(DecodeError::MessageTooLarge {
-                len: bytes.len(),
-                max: MAX_MANIFEST_LEN,
-            });
-        }
+        r.expect(MessageKind::Manifest, MAX_MANIFEST_LEN)?;
         let channel = r.array("channel")?;
         let epoch = r.u64("epoch")?;
         let issued_at_us = r.u64("issued_at")?;
@@ -259,17 +243,7 @@ impl UnverifiedManifest {
 
     /// Checks that the manifest belongs to `channel` and that its signature verifies.
     pub fn verify(self, channel: &ChannelId) -> Result<Manifest, VerifyError> {
-        if &self.channel != channel.as_bytes() {
-            return Err(VerifyError::WrongChannel {
-                expected: channel.to_string(),
-                found: ChannelId::describe(&self.channel),
-            });
-        }
-        let (signed, signature) = self.bytes.split_at(self.bytes.len() - SIGNATURE_LEN);
-        let signature: &[u8; SIGNATURE_LEN] = signature
-            .try_into()
-            .expect("split_at leaves exactly SIGNATURE_LEN bytes");
-        channel.verify(signed, signature)?;
+        verify_signed(&self.bytes, &self.channel, channel)?;
         Ok(Manifest {
             channel: *channel,
             content: self.content,
