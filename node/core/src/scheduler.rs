@@ -96,7 +96,9 @@ impl Node {
     /// time are dropped, and under Fjord refused with `Cancel` so the requester asks someone
     /// else at once. Requests for chunks not here yet wait for them.
     fn pick_request(&mut self, now: Time, urgent_only: bool) -> Option<(usize, usize, u64)> {
-        let fjord = self.config.policy.is_fjord();
+        // Mesh pull drops what it cannot deliver in time too: CoolStreaming requests a segment
+        // only from a supplier able to deliver it before its deadline.
+        let fjord = self.config.policy.is_fjord() || self.config.policy == Policy::MeshPull;
         let (chunk_us, _) = self.timing();
         let urgent_slack = Duration::from_micros(chunk_us);
         // (sort key, neighbour slot, track, seq); the smallest key is served first.
