@@ -301,6 +301,15 @@ impl<'s> Engine<'s> {
                     e.2 += 1;
                 }
             }
+            let mut orphans = [0usize; 9];
+            for h in &self.hosts[1..] {
+                if let Some(n) = &h.node {
+                    let s = n.debug_summary();
+                    let none = s.matches("None").count().min(8);
+                    orphans[none] += 1;
+                }
+            }
+            eprintln!("hosts by number of parentless substreams (0..8): {orphans:?}");
             for (up, (sent, cap, count)) in by_class {
                 eprintln!(
                     "class {up}: {count} hosts, uplink use {:.1}%",

@@ -86,7 +86,7 @@ impl Node {
         if self.config.policy == Policy::FjordTrees {
             self.choose_parents(now);
             if now >= self.next_status {
-                self.broadcast_status();
+                self.broadcast_status(now);
                 self.next_status = now + crate::tree::STATUS_INTERVAL;
             }
         }

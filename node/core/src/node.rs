@@ -285,6 +285,8 @@ pub struct Node {
     pub(crate) lag_us: [Option<f64>; SUBSTREAMS],
     /// Bit per neighbour slot whose upload is at least the stream rate.
     pub(crate) spreaders: u64,
+    /// Per substream, the newest chunk held and its publication time.
+    pub(crate) newest: [Option<(u64, Time)>; SUBSTREAMS],
     /// Per substream, the neighbour slots subscribed to it from us.
     pub(crate) children: [u64; SUBSTREAMS],
     pub(crate) next_status: Time,
@@ -314,6 +316,7 @@ impl Node {
             parents: [None; SUBSTREAMS],
             lag_us: [None; SUBSTREAMS],
             children: [0; SUBSTREAMS],
+            newest: [None; SUBSTREAMS],
             spreaders: 0,
             next_status: now,
             pending_connects: Vec::new(),
@@ -562,7 +565,7 @@ impl Node {
 
     fn on_control(&mut self, now: Time, slot: usize, msg: Control) {
         match msg {
-            Control::Hello(hello) => self.on_hello(slot, hello),
+            Control::Hello(hello) => self.on_hello(now, slot, hello),
             Control::Have(id) => {
                 if let Some((t, seq)) = self.locate(&id) {
                     self.learn_holder(now, slot, t, seq);
@@ -680,7 +683,7 @@ impl Node {
         }
     }
 
-    fn on_hello(&mut self, slot: usize, hello: Hello) {
+    fn on_hello(&mut self, now: Time, slot: usize, hello: Hello) {
         let Some(n) = self.neighbours.get_mut(slot) else {
             return;
         };
@@ -703,7 +706,7 @@ impl Node {
             }
         }
         if self.config.policy == Policy::FjordTrees {
-            let status = self.status();
+            let status = self.status(now);
             self.send_control(slot, status);
         }
     }
@@ -891,7 +894,7 @@ impl Node {
         }
         if from.is_some() {
             let published = Time::from_micros(chunk.meta().published_at_us);
-            self.record_lag(seq, now.saturating_since(published));
+            self.record_lag(now, seq, now.saturating_since(published));
         }
         if let Some(j) = from
             && let Some(n) = self.neighbours.get_mut(j)

@@ -14,11 +14,11 @@
 //! delivery at least [`SWITCH_GAIN`] sooner, where a neighbour's promise is its lag plus the
 //! one-way delay plus one chunk's transmission at its upload, plus a small penalty per
 //! substream it already serves us (spreading substreams over parents, so losing one parent
-//! loses one substream) and one for advertising no spare capacity. A child of ours in that
-//! substream never qualifies (no two-node loops). Longer loops are not ruled out: one would
-//! starve its own members of that substream, whose lags then grow until they switch away.
-//! (Allowing only neighbours with a lower lag than ours was tried first: a node near the root
-//! that lost its parent then found nobody upstream and stayed parentless.)
+//! loses one substream) and one for advertising no spare capacity. Only neighbours *upstream*
+//! of us qualify (lower lag, by a margin), which keeps the trees free of loops. The lag counts
+//! starvation too (see [`Node::effective_lag_us`]): measured on arrivals alone, a node that lost
+//! its parent near the root found nobody upstream and stayed parentless, and without the
+//! upstream rule nodes formed loops that fed each other nothing while their lags stayed low.
 //!
 //! # Admitting children (parent side)
 //! A parent takes subscriptions up to [`Node::child_capacity`] substreams' worth of its upload.
@@ -39,6 +39,8 @@ use crate::time::{Time, transmission_time};
 pub const SWITCH_GAIN: Duration = Duration::from_millis(100);
 /// Added to a candidate's promise per substream it already serves us.
 const SPREAD_PENALTY: Duration = Duration::from_millis(30);
+/// A parent must be at least this much earlier than us.
+const UPSTREAM_MARGIN: Duration = Duration::from_millis(20);
 /// Added to the promise of a neighbour that advertised no spare capacity.
 const FULL_PENALTY: Duration = Duration::from_millis(200);
 /// A neighbour that refused us is not asked again for this long.
@@ -173,31 +175,47 @@ impl Node {
         }
     }
 
+    /// Our lag for substream `k` at `now`, µs: the average delay of its chunks, but at least the
+    /// age of the next chunk of it we lack. The second term is what makes a starving node's lag
+    /// grow: measured only on arrivals, the lag of a node cut off from the origin (its parent
+    /// gone, or a loop of nodes feeding each other nothing) would stay low forever, and nobody
+    /// would ever switch away.
+    pub(crate) fn effective_lag_us(&self, k: usize, now: Time) -> Option<f64> {
+        if self.config.role == Role::Origin {
+            return Some(0.0);
+        }
+        let average = self.lag_us[k]?;
+        let (chunk_us, _) = self.timing();
+        let overdue = self.newest[k].map_or(0.0, |(_, published)| {
+            let next = published + Duration::from_micros(chunk_us * SUBSTREAMS as u64);
+            now.saturating_since(next).as_micros() as f64
+        });
+        Some(average.max(overdue))
+    }
+
     /// Our lag per substream, in ms, as advertised.
-    fn advertised_lags(&self) -> [u16; SUBSTREAMS] {
+    fn advertised_lags(&self, now: Time) -> [u16; SUBSTREAMS] {
         let mut out = [u16::MAX; SUBSTREAMS];
-        for (k, l) in self.lag_us.iter().enumerate() {
-            if self.config.role == Role::Origin {
-                out[k] = 0;
-            } else if let Some(us) = l {
-                out[k] = (us / 1000.0).min(f64::from(u16::MAX - 1)) as u16;
+        for (k, l) in out.iter_mut().enumerate() {
+            if let Some(us) = self.effective_lag_us(k, now) {
+                *l = (us / 1000.0).min(f64::from(u16::MAX - 1)) as u16;
             }
         }
         out
     }
 
     /// Our status message.
-    pub(crate) fn status(&self) -> Control {
+    pub(crate) fn status(&self, now: Time) -> Control {
         let spare = self.child_capacity().saturating_sub(self.child_load());
         Control::Status {
-            lags_ms: self.advertised_lags(),
+            lags_ms: self.advertised_lags(now),
             spare: spare.min(usize::from(u8::MAX)) as u8,
         }
     }
 
     /// Sends our status to every greeted neighbour.
-    pub(crate) fn broadcast_status(&mut self) {
-        let msg = self.status();
+    pub(crate) fn broadcast_status(&mut self, now: Time) {
+        let msg = self.status(now);
         for j in bits(self.neighbours.active()) {
             self.send_control(j, msg);
         }
@@ -205,13 +223,23 @@ impl Node {
 
     /// Folds the arrival of a first copy of chunk `seq`, `delay` after publication, into the
     /// lag of its substream.
-    pub(crate) fn record_lag(&mut self, seq: u64, delay: Duration) {
+    pub(crate) fn record_lag(&mut self, now: Time, seq: u64, delay: Duration) {
         let k = substream(seq);
+        let published = now - delay;
+        if self.newest[k].is_none_or(|(s, _)| seq > s) {
+            self.newest[k] = Some((seq, published));
+        }
         let sample = delay.as_micros() as f64;
+        let first = self.lag_us[k].is_none();
         self.lag_us[k] = Some(match self.lag_us[k] {
             None => sample,
             Some(l) => l + LAG_WEIGHT * (sample - l),
         });
+        // A node that just became able to serve a substream says so at once: the trees grow a
+        // hop per round trip instead of a hop per status interval.
+        if first && self.config.policy == crate::node::Policy::FjordTrees {
+            self.broadcast_status(now);
+        }
     }
 
     /// Re-chooses parents (see the module documentation) and tells the neighbours concerned.
@@ -251,6 +279,9 @@ impl Node {
         let mut spare_used = [0u32; crate::neighbours::MAX_SLOTS];
         let spreader = self.config.upload_bps >= self.stream_bps();
         for k in 0..SUBSTREAMS {
+            let mine = self
+                .effective_lag_us(k, now)
+                .map(|us| Duration::from_micros(us as u64));
             let current = self.parents[k].and_then(|p| promise(self, p, k).map(|d| (d, p)));
             let mut best: Option<(Duration, usize)> = None;
             for j in bits(active) {
@@ -269,6 +300,11 @@ impl Node {
                 let Some(d) = promise(self, j, k) else {
                     continue;
                 };
+                // Only upstream neighbours: lower lag than ours, so the trees have no loops.
+                let lag = Duration::from_millis(u64::from(n.lags_ms[k]));
+                if mine.is_some_and(|m| lag + UPSTREAM_MARGIN >= m) {
+                    continue;
+                }
                 // A full neighbour takes a newcomer only by evicting a child with less upload:
                 // worth trying for a node that passes chunks on (at a penalty), pointless for
                 // one that does not, which goes wherever there is room.
@@ -279,6 +315,29 @@ impl Node {
                 let d = if full { d + FULL_PENALTY } else { d };
                 let d = d + SPREAD_PENALTY * assigned[j];
                 if best.is_none_or(|b| (d, j) < b) {
+                    best = Some((d, j));
+                }
+            }
+            // A node that passes little on only needs its chunks in time, not fast: it takes
+            // the lowest-upload parent with room whose promise fits in half the target latency,
+            // leaving the fast parents to the spreaders, whose speed multiplies.
+            if !spreader && current.is_none() {
+                let budget = Duration::from_micros(self.timing().1 / 2);
+                let slowest_fit =
+                    bits(active)
+                        .filter(|&j| Some(j) != self.parents[k])
+                        .filter_map(|j| {
+                            let n = self.neighbours.get(j)?;
+                            let fresh = n
+                                .refused_at
+                                .is_none_or(|t| now.saturating_since(t) >= REFUSAL_MEMORY);
+                            let room = u32::from(n.spare) > spare_used[j];
+                            let d = promise(self, j, k)?;
+                            (fresh && room && n.subscribed & (1 << k) == 0 && d <= budget)
+                                .then_some((n.upload_bps(), d, j))
+                        })
+                        .min();
+                if let Some((_, d, j)) = slowest_fit {
                     best = Some((d, j));
                 }
             }
