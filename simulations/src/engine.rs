@@ -272,17 +272,11 @@ impl<'s> Engine<'s> {
         let mut node_stats = fjord_core::Stats::default();
         for h in &self.hosts[1..] {
             if let Some(n) = &h.node {
-                let s = n.stats();
-                node_stats.chunks_received += s.chunks_received;
-                node_stats.duplicates += s.duplicates;
-                node_stats.late += s.late;
-                node_stats.chunks_sent += s.chunks_sent;
-                node_stats.aborted += s.aborted;
-                node_stats.requests_sent += s.requests_sent;
-                node_stats.requests_served += s.requests_served;
-                node_stats.control_sent += s.control_sent;
+                node_stats += n.stats();
             }
         }
+        // FJORD_SIM_DEBUG=1: node counters, events per chunk, parentless substreams and uplink
+        // use per upload class, and the state of the first hosts, on standard error.
         if std::env::var_os("FJORD_SIM_DEBUG").is_some() {
             eprintln!("{node_stats:?}");
             eprintln!(

@@ -242,7 +242,7 @@ pub struct Stats {
     pub chunk_bytes_sent: u64,
     /// Transfers aborted because they became useless.
     pub aborted: u64,
-    /// Control messages sent, and their bytes.
+    /// Control messages sent.
     pub control_sent: u64,
     /// Bytes of control messages sent.
     pub control_bytes_sent: u64,
@@ -250,6 +250,22 @@ pub struct Stats {
     pub requests_sent: u64,
     /// Requests served.
     pub requests_served: u64,
+}
+
+impl std::ops::AddAssign<&Stats> for Stats {
+    fn add_assign(&mut self, o: &Stats) {
+        self.chunks_received += o.chunks_received;
+        self.duplicates += o.duplicates;
+        self.duplicate_bytes += o.duplicate_bytes;
+        self.late += o.late;
+        self.chunks_sent += o.chunks_sent;
+        self.chunk_bytes_sent += o.chunk_bytes_sent;
+        self.aborted += o.aborted;
+        self.control_sent += o.control_sent;
+        self.control_bytes_sent += o.control_bytes_sent;
+        self.requests_sent += o.requests_sent;
+        self.requests_served += o.requests_served;
+    }
 }
 
 /// Sizes of a node's state, from [`Node::footprint`].
