@@ -175,6 +175,34 @@ mod tests {
     }
 
     #[test]
+    fn latency_matrix_is_used_and_checked() {
+        let dir = std::env::temp_dir().join(format!("fjord-matrix-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("m.csv"), "# ms\n0, 10, 80\n10, 0, 30\n80, 30, 0\n").unwrap();
+        let spec = NetworkSpec {
+            matrix: Some("m.csv".into()),
+            ..NetworkSpec::default()
+        };
+        let net = Network::new(&spec, &dir).unwrap();
+        let mut rng = Rng::new(1);
+        let p: Vec<Place> = (0..4).map(|i| net.place(&spec, i, &mut rng)).collect();
+        assert_eq!(net.one_way(&p[0], &p[2]), Duration::from_millis(80));
+        assert_eq!(net.one_way(&p[1], &p[2]), Duration::from_millis(30));
+        // Host 3 wraps onto row 0.
+        assert_eq!(net.one_way(&p[3], &p[1]), Duration::from_millis(10));
+        assert_eq!(net.min_one_way(), Duration::from_millis(10));
+
+        std::fs::write(dir.join("bad.csv"), "0, 1\n1\n").unwrap();
+        let bad = NetworkSpec {
+            matrix: Some("bad.csv".into()),
+            ..NetworkSpec::default()
+        };
+        let err = Network::new(&bad, &dir).unwrap_err().to_string();
+        assert!(err.contains("square"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn loss_delays_about_the_expected_share() {
         let spec = NetworkSpec {
             loss: 0.01,
