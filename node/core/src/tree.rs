@@ -36,7 +36,7 @@ use crate::proto::{Control, Role, SUBSTREAMS};
 use crate::time::{Time, transmission_time};
 
 /// A new parent must promise delivery at least this much sooner than the current one.
-pub const SWITCH_GAIN: Duration = Duration::from_millis(100);
+pub const SWITCH_GAIN: Duration = Duration::from_millis(50);
 /// Added to a candidate's promise per substream it already serves us.
 const SPREAD_PENALTY: Duration = Duration::from_millis(30);
 /// A parent must be at least this much earlier than us.
@@ -44,7 +44,7 @@ const UPSTREAM_MARGIN: Duration = Duration::from_millis(20);
 /// Added to the promise of a neighbour that advertised no spare capacity.
 const FULL_PENALTY: Duration = Duration::from_millis(200);
 /// A neighbour that refused us is not asked again for this long.
-const REFUSAL_MEMORY: Duration = Duration::from_secs(5);
+const REFUSAL_MEMORY: Duration = Duration::from_secs(2);
 /// Weight of a new sample in the lag average.
 const LAG_WEIGHT: f64 = 0.1;
 /// Interval of status messages.
