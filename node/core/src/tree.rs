@@ -320,7 +320,9 @@ impl Node {
             }
             // A node that passes little on only needs its chunks in time, not fast: it takes
             // the lowest-upload parent with room whose promise fits in half the target latency,
-            // leaving the fast parents to the spreaders, whose speed multiplies.
+            // leaving the fast parents to the spreaders, whose speed multiplies. (Measured at
+            // N = 300 / 1,000: 85% / 67% continuity with this rule, 80% / 62% without. Keeping
+            // such a leaf from ever switching to a faster parent was tried too: 78% / 67%.)
             if !spreader && current.is_none() {
                 let budget = Duration::from_micros(self.timing().1 / 2);
                 let slowest_fit =
