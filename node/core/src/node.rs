@@ -18,8 +18,10 @@
 //! - Keeps a bounded set of neighbours ([`Config::max_neighbours`]), greets each with
 //!   [`Control::Hello`] and the manifest, and replaces the departed and the useless at each
 //!   maintenance tick, keeping a share of randomly chosen links whatever their score.
-//! - Stores verified chunks in a window around the live edge ([`crate::store`]) and announces
-//!   each to the neighbours not known to hold it, as soon as its first byte arrives.
+//! - Stores verified chunks in a window around the live edge ([`crate::store`]). Under
+//!   [`Policy::Fjord`] and the push baselines it announces each to the neighbours not known to
+//!   hold it, as soon as its first byte arrives; under [`Policy::FjordTrees`] it subscribes to a
+//!   parent per substream instead ([`crate::tree`]).
 //! - Uses its upload one chunk at a time, paced at [`Config::upload_bps`], choosing each next
 //!   transfer with the [`Policy`] (see [`crate::scheduler`]), within a per-neighbour window of
 //!   acknowledged transfers so nothing piles up in a transport buffer.
@@ -74,12 +76,12 @@ pub struct Config {
     pub min_neighbours: usize,
     /// Scheduling policy.
     pub policy: Policy,
-    /// How long after first hearing of a chunk the node waits for a push before requesting it.
+    /// How long after first hearing of a chunk (from a neighbour that is not a spreader, so not
+    /// reserved at once) the node waits for it to start arriving before requesting it.
     pub repair_patience: Duration,
-    /// Pushes are only for chunks younger than this (age since publication); older chunks move
-    /// by request, where duplicates cannot happen.
+    /// Pushes (the origin's, and a viewer's when its uplink would idle) are only for chunks
+    /// younger than this, since publication.
     pub push_horizon: Duration,
-
     /// Interval of neighbour maintenance (and of buffer maps under [`Policy::MeshPull`]).
     pub maintenance_interval: Duration,
     /// A neighbour that neither gave nor took a chunk for this long is replaced.
