@@ -20,10 +20,11 @@ test-rust:
 test-player:
 	cd player-web && npm test
 
-## What CI adds to the tests: formatting and lints.
+## What CI adds to the tests: formatting, lints and documentation links.
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 ## Criterion benchmarks (figures in target/criterion).
 bench:

@@ -16,12 +16,12 @@
 //! substream it already serves us (spreading substreams over parents, so losing one parent
 //! loses one substream) and one for advertising no spare capacity. Only neighbours *upstream*
 //! of us qualify (lower lag, by a margin), which keeps the trees free of loops. The lag counts
-//! starvation too (see [`Node::effective_lag_us`]): measured on arrivals alone, a node that lost
+//! starvation too (see `Node::effective_lag_us`): measured on arrivals alone, a node that lost
 //! its parent near the root found nobody upstream and stayed parentless, and without the
 //! upstream rule nodes formed loops that fed each other nothing while their lags stayed low.
 //!
 //! # Admitting children (parent side)
-//! A parent takes subscriptions up to [`Node::child_capacity`] substreams' worth of its upload.
+//! A parent takes subscriptions up to `Node::child_capacity` substreams' worth of its upload.
 //! When full, it evicts the substreams
 //! of children with a lower onward value (advertised upload) in favour of a higher one, and
 //! refuses otherwise ([`Control::Refuse`]). So the best uploaders end up close to the origin,
