@@ -260,17 +260,15 @@ impl Node {
                 self.parents[k] = None;
             }
         }
+        // The hop and transmission part of each neighbour's promise, computed once: this runs
+        // for every substream and on many status messages.
+        let mut hop = [Duration::ZERO; crate::neighbours::MAX_SLOTS];
+        for (j, n) in self.neighbours.iter() {
+            hop[j] = n.one_way() + transmission_time(size, n.upload_bps().max(1));
+        }
         let promise = |node: &Node, j: usize, k: usize| -> Option<Duration> {
-            let n = node.neighbours.get(j)?;
-            let lag = n.lags_ms[k];
-            if lag == u16::MAX {
-                return None;
-            }
-            Some(
-                Duration::from_millis(u64::from(lag))
-                    + n.one_way()
-                    + transmission_time(size, n.upload_bps().max(1)),
-            )
+            let lag = node.neighbours.get(j)?.lags_ms[k];
+            (lag != u16::MAX).then(|| Duration::from_millis(u64::from(lag)) + hop[j])
         };
         let mut assigned = [0u32; crate::neighbours::MAX_SLOTS];
         for p in self.parents.iter().flatten() {
