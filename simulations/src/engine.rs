@@ -98,6 +98,9 @@ struct Host {
     timer: Option<Time>,
     generation: u32,
     joined: Time,
+    /// Session length drawn for churn, applied at the join.
+    session: Option<Duration>,
+    /// When the peer leaves, once joined with a session length.
     leaves: Option<Time>,
     sending: Vec<Transfer>,
     first_delivery: bool,
@@ -228,7 +231,7 @@ impl<'s> Engine<'s> {
         let origin_bps = (self.sc.origin_upload * self.stream_bps() as f64) as u64;
         let mut place_rng = Rng::new(self.sc.seed ^ 0x5eed);
         let place = self.net.place(&self.sc.network, 0, &mut place_rng);
-        self.add_host(place, origin_bps, u64::MAX / 4, None);
+        self.add_host(place, origin_bps, u64::MAX / 4);
         let manifest = self.manifest.clone();
         self.with_node(ORIGIN, |n, now| {
             n.handle(
@@ -348,23 +351,19 @@ impl<'s> Engine<'s> {
         let (up, down) = ((class.upload * r) as u64, (class.download * r) as u64);
         let index = self.hosts.len();
         let place = self.net.place(&self.sc.network, index, place_rng);
-        let leaves = if self.sc.churn.enabled {
-            let session = weibull(
+        let session = self.sc.churn.enabled.then(|| {
+            weibull(
                 place_rng,
                 self.sc.churn.weibull_shape,
                 self.sc.churn.mean_session_s,
-            );
-            Some(session)
-        } else {
-            None
-        };
-        let id = self.add_host(place, up, down, None);
-        // Session length is counted from the join; stored relative until then.
-        self.hosts[id as usize].leaves = leaves.map(|s| Time::from_micros(s.as_micros() as u64));
+            )
+        });
+        let id = self.add_host(place, up, down);
+        self.hosts[id as usize].session = session;
         id
     }
 
-    fn add_host(&mut self, place: Place, up: u64, down: u64, leaves: Option<Time>) -> u32 {
+    fn add_host(&mut self, place: Place, up: u64, down: u64) -> u32 {
         self.hosts.push(Host {
             node: None,
             place,
@@ -375,7 +374,8 @@ impl<'s> Engine<'s> {
             timer: None,
             generation: 0,
             joined: self.now,
-            leaves,
+            session: None,
+            leaves: None,
             sending: Vec::new(),
             first_delivery: false,
             eligible: (1, 0),
@@ -551,14 +551,14 @@ impl<'s> Engine<'s> {
         let config = self.config(false, up);
         let seed = self.rng.next_u64();
         let now = self.now;
-        let session = self.hosts[id as usize].leaves.take();
+        let session = self.hosts[id as usize].session.take();
         let h = &mut self.hosts[id as usize];
         h.node = Some(Node::new(config, seed, now));
         h.joined = now;
         h.uplink_free = now;
         h.downlink_free = now;
         if let Some(s) = session {
-            let leave_at = now + Duration::from_micros(s.as_micros());
+            let leave_at = now + s;
             h.leaves = Some(leave_at);
             self.queue.push(leave_at, Event::Leave(id));
         }

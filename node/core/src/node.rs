@@ -82,7 +82,7 @@ pub struct Config {
     /// Pushes (the origin's, and a viewer's when its uplink would idle) are only for chunks
     /// younger than this, since publication.
     pub push_horizon: Duration,
-    /// Interval of neighbour maintenance (and of buffer maps under [`Policy::MeshPull`]).
+    /// Interval of neighbour maintenance (and of Fjord trees' parent choice).
     pub maintenance_interval: Duration,
     /// A neighbour that neither gave nor took a chunk for this long is replaced.
     pub idle_timeout: Duration,
@@ -879,13 +879,9 @@ impl Node {
     }
 
     fn on_chunk(&mut self, now: Time, from: Option<usize>, chunk: Chunk) {
-        let Some(manifest) = &self.manifest else {
-            return;
-        };
         let id = chunk.id();
+        // No manifest yet, or another epoch (a newer one needs its manifest first).
         let Some((t, seq)) = self.locate(&id) else {
-            // Another epoch: a newer one needs its manifest first.
-            let _ = manifest;
             return;
         };
         if let Some(j) = from {

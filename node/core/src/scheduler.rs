@@ -279,9 +279,9 @@ impl Node {
             }
         }
         let upload = self.config.upload_bps;
+        let size = self.expected_size(0);
         let open: Vec<usize> = bits(useful)
             .filter(|&j| {
-                let size = self.expected_size(0);
                 self.neighbours
                     .get(j)
                     .is_some_and(|n| n.window_allows(size, upload))
