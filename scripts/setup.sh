@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   pkg-config
   build-essential
+  # The encoder links FFmpeg 5.1 through ffmpeg-next; bindgen needs libclang and its headers.
+  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
+  libavfilter-dev libavdevice-dev libclang1-14 libclang-common-14-dev
+  # The encoder's tests push clips with the real ffmpeg client (SRT, RTMP, UDP).
+  ffmpeg
 )
 
 missing=()

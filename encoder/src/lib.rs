@@ -1,6 +1,16 @@
 //! Fjord encoder: turns a live broadcast into signed CMAF chunks.
 //!
-//! Today this crate holds the channel key store ([`keyfile`]); ingest, encoding, CMAF cutting
-//! and publishing join it as their issues land.
+//! The data path: a source ([`ingest`]: the built-in [`pattern`], a file, or a live SRT, RTMP
+//! or UDP listener) delivers decoded frames to the [`pipeline`], which encodes them
+//! ([`encode`]: H.264 + AAC), muxes each track to CMAF ([`cmaf`]), cuts chunks on the
+//! [`cadence`], signs them with the channel key ([`keyfile`]) and hands them to a
+//! [`publish::Publisher`].
 
+pub mod cadence;
+pub mod cmaf;
+pub mod encode;
+pub mod font;
 pub mod keyfile;
+pub mod pattern;
+pub mod pipeline;
+pub mod publish;

@@ -1,0 +1,126 @@
+//! Where signed output goes. The encoder hands every manifest and chunk to a [`Publisher`];
+//! [`Recorder`] writes them to a folder (the node's origin publishes them into the mesh).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use fjord_core::wire::{Chunk, Manifest};
+
+/// A failure to publish.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Writing to the record folder failed.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Receives the encoder's signed output, in order: a manifest before the chunks it describes.
+pub trait Publisher {
+    /// A new or updated manifest.
+    fn manifest(&mut self, manifest: &Manifest) -> Result<(), PublishError>;
+    /// A signed chunk.
+    fn chunk(&mut self, chunk: &Chunk) -> Result<(), PublishError>;
+}
+
+/// Writes signed output to a folder: `<epoch>/manifest.fjm` and
+/// `<epoch>/t<track>/<sequence>.fjc` (sequence zero-padded to 10 digits, so names sort).
+/// Each file appears whole (written beside, then renamed), so a reader never sees half a
+/// chunk. The files are the signed wire bytes: `fjord-node inspect` verifies them.
+#[derive(Debug)]
+pub struct Recorder {
+    root: PathBuf,
+}
+
+impl Recorder {
+    /// Records into `root`, creating it if needed.
+    pub fn new(root: &Path) -> Result<Self, PublishError> {
+        fs::create_dir_all(root).map_err(|source| PublishError::Io {
+            path: root.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            root: root.to_owned(),
+        })
+    }
+
+    /// The path of a chunk's file.
+    pub fn chunk_path(root: &Path, epoch: u64, track: u8, sequence: u64) -> PathBuf {
+        root.join(epoch.to_string())
+            .join(format!("t{track}"))
+            .join(format!("{sequence:010}.fjc"))
+    }
+
+    /// The path of an epoch's manifest.
+    pub fn manifest_path(root: &Path, epoch: u64) -> PathBuf {
+        root.join(epoch.to_string()).join("manifest.fjm")
+    }
+
+    fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PublishError> {
+        let io = |source| PublishError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io)?;
+        }
+        let tmp = path.with_extension("part");
+        let mut file = fs::File::create(&tmp).map_err(io)?;
+        file.write_all(bytes).map_err(io)?;
+        drop(file);
+        fs::rename(&tmp, path).map_err(io)
+    }
+}
+
+impl Publisher for Recorder {
+    fn manifest(&mut self, manifest: &Manifest) -> Result<(), PublishError> {
+        let path = Self::manifest_path(&self.root, manifest.content().epoch);
+        Self::write_atomic(&path, manifest.encoded())
+    }
+
+    fn chunk(&mut self, chunk: &Chunk) -> Result<(), PublishError> {
+        let id = chunk.id();
+        let path = Self::chunk_path(&self.root, id.epoch, id.track, id.sequence);
+        Self::write_atomic(&path, chunk.encoded())
+    }
+}
+
+/// Keeps everything in memory: for tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct Collector {
+    /// Manifests received, in order.
+    pub manifests: Vec<Manifest>,
+    /// Chunks received, in order.
+    pub chunks: Vec<Chunk>,
+}
+
+impl Publisher for Collector {
+    fn manifest(&mut self, manifest: &Manifest) -> Result<(), PublishError> {
+        self.manifests.push(manifest.clone());
+        Ok(())
+    }
+
+    fn chunk(&mut self, chunk: &Chunk) -> Result<(), PublishError> {
+        self.chunks.push(chunk.clone());
+        Ok(())
+    }
+}
+
+impl<P: Publisher> Publisher for std::sync::Arc<std::sync::Mutex<P>> {
+    fn manifest(&mut self, manifest: &Manifest) -> Result<(), PublishError> {
+        self.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .manifest(manifest)
+    }
+
+    fn chunk(&mut self, chunk: &Chunk) -> Result<(), PublishError> {
+        self.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .chunk(chunk)
+    }
+}
