@@ -320,6 +320,33 @@ impl AudioEncoder {
         Ok(())
     }
 
+    /// Encodes what is queued (padded with silence to a whole frame) and drains the encoder.
+    /// The encoder cannot be used afterwards.
+    pub fn finish(&mut self) -> Result<Vec<Packet>, EncodeError> {
+        let partial = self.fifo[0].len() % self.frame_size;
+        if partial > 0 {
+            self.push_silence(self.frame_size - partial);
+        }
+        let mut out = self.drain()?;
+        self.enc.send_eof().map_err(ff("flush aac"))?;
+        self.receive_into(&mut out)?;
+        Ok(out)
+    }
+
+    fn receive_into(&mut self, out: &mut Vec<Packet>) -> Result<(), EncodeError> {
+        loop {
+            let mut packet = Packet::empty();
+            match self.enc.receive_packet(&mut packet) {
+                Ok(()) => out.push(packet),
+                Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => {
+                    return Ok(());
+                }
+                Err(ffmpeg::Error::Eof) => return Ok(()),
+                Err(e) => return Err(ff("receive packet from aac")(e)),
+            }
+        }
+    }
+
     /// Encodes every whole frame queued; returns the packets ready, time stamps in samples.
     pub fn drain(&mut self) -> Result<Vec<Packet>, EncodeError> {
         let mut out = Vec::new();
@@ -344,17 +371,7 @@ impl AudioEncoder {
             self.enc
                 .send_frame(&frame)
                 .map_err(ff("send frame to aac"))?;
-            loop {
-                let mut packet = Packet::empty();
-                match self.enc.receive_packet(&mut packet) {
-                    Ok(()) => out.push(packet),
-                    Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => {
-                        break;
-                    }
-                    Err(ffmpeg::Error::Eof) => break,
-                    Err(e) => return Err(ff("receive packet from aac")(e)),
-                }
-            }
+            self.receive_into(&mut out)?;
         }
         Ok(out)
     }

@@ -10,6 +10,7 @@ pub mod cadence;
 pub mod cmaf;
 pub mod encode;
 pub mod font;
+pub mod ingest;
 pub mod keyfile;
 pub mod pattern;
 pub mod pipeline;

@@ -254,6 +254,16 @@ impl Pipeline {
         &self.stats
     }
 
+    /// Where the next queued audio sample sits on the timeline, in samples since the start.
+    pub fn audio_position(&self) -> i64 {
+        self.audio.position()
+    }
+
+    /// Queues `n` samples of silence (a gap in the source's audio).
+    pub fn push_silence(&mut self, n: usize) {
+        self.audio.push_silence(n);
+    }
+
     /// Counts an input frame dropped before encoding.
     pub fn count_dropped(&mut self, n: u64) {
         self.stats.dropped += n;
@@ -502,19 +512,44 @@ impl Pipeline {
         if self.cutter.interrupt() {
             self.cut_video(wall_us())?;
         }
-        self.flush_audio()?;
+        self.flush_audio(false)?;
         self.realign = true;
         Ok(())
     }
 
-    /// Pads the audio with silence until every video boundary has its audio chunk.
-    fn flush_audio(&mut self) -> Result<(), PipelineError> {
-        if let Some(last) = self.boundaries.back() {
-            let need = last.end_sample + 2 * self.audio.frame_size() as i64 - self.audio.position();
-            if need > 0 {
-                self.audio.push_silence(need as usize);
+    /// Gives every video chunk published so far its audio chunk now: pads the audio with
+    /// silence up to the end of the video (never past it, so the time stamps stay
+    /// continuous), and cuts with what the encoder has released. The AAC frames it still holds
+    /// (its one-frame delay) open the next audio chunk; at the end (`last`) the encoder is
+    /// drained too.
+    fn flush_audio(&mut self, last: bool) -> Result<(), PipelineError> {
+        let Some(end) = self.boundaries.back().map(|b| b.end_sample) else {
+            return Ok(());
+        };
+        let need = end - self.audio.position();
+        if need > 0 {
+            self.audio.push_silence(need as usize);
+        }
+        self.pump_audio()?;
+        if last {
+            self.audio_pending.extend(self.audio.finish()?);
+        }
+        let frame_size = self.audio.frame_size() as i64;
+        let tb = self.audio.time_base();
+        while let Some(boundary) = self.boundaries.pop_front() {
+            let is_last = self.boundaries.is_empty();
+            while let Some(mut packet) = self.audio_pending.pop_front() {
+                let start = packet.pts().unwrap_or(0) + frame_size;
+                if start >= boundary.end_sample && !(last && is_last) && self.audio_written > 0 {
+                    self.audio_pending.push_front(packet);
+                    break;
+                }
+                packet.set_pts(Some(start));
+                packet.set_dts(Some(start));
+                self.amux.write(&mut packet, tb)?;
+                self.audio_written += 1;
             }
-            self.pump_audio()?;
+            self.cut_audio(boundary)?;
         }
         Ok(())
     }
@@ -524,7 +559,7 @@ impl Pipeline {
         if self.cutter.interrupt() {
             self.cut_video(wall_us())?;
         }
-        self.flush_audio()?;
+        self.flush_audio(true)?;
         Ok(self.stats)
     }
 }

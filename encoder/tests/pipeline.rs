@@ -24,9 +24,52 @@ fn config(w: u32, h: u32) -> OutputConfig {
     }
 }
 
+fn init() {
+    ffmpeg_next::init().unwrap();
+    ffmpeg_next::log::set_level(ffmpeg_next::log::Level::Error);
+}
+
+fn feed(p: &mut Pipeline, pattern: &Pattern, frames: std::ops::Range<u64>, t0: u64) {
+    for i in frames {
+        let t = t0 + i * 1_000_000 / 30;
+        p.push_picture(&pattern.render(i, t, 30), t).unwrap();
+        let mut l = vec![0.0; 1600];
+        let mut r = vec![0.0; 1600];
+        tone(i * 1600, 48_000, &mut l, &mut r);
+        p.push_audio(&l, &r, t).unwrap();
+    }
+}
+
+#[test]
+fn an_input_loss_cuts_short_and_starts_a_new_group_with_continuous_time() {
+    init();
+    let out = Arc::new(Mutex::new(Collector::default()));
+    let key = ChannelKey::from_seed(&[8; 32]);
+    let mut p = Pipeline::new(key, &config(320, 180), Box::new(out.clone())).unwrap();
+    let pattern = Pattern::new(320, 180, "test");
+    let t0 = 1_763_790_000_000_000u64;
+    feed(&mut p, &pattern, 0..40, t0);
+    p.interrupt().unwrap();
+    feed(&mut p, &pattern, 40..95, t0 + 5_000_000);
+    let stats = p.finish().unwrap();
+    assert_eq!((stats.frames, stats.interruptions), (95, 1));
+    let out = out.lock().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    common::check_epoch(dir.path(), &out.manifests[0], &out.chunks, Some(95));
+    // Frames 36..40 form a short chunk; frame 40 opens a group.
+    let video: Vec<_> = out.chunks.iter().filter(|c| c.meta().track == 0).collect();
+    assert_eq!(video[6].meta().duration, 4 * 3000);
+    assert!(
+        video[7]
+            .meta()
+            .flags
+            .contains(fjord_core::wire::ChunkFlags::GROUP_START)
+    );
+}
+
 #[test]
 fn pattern_chunks_decode_back_exactly() {
-    ffmpeg_next::init().unwrap();
+    init();
     let out = Arc::new(Mutex::new(Collector::default()));
     let key = ChannelKey::from_seed(&[7; 32]);
     let mut p = Pipeline::new(key, &config(320, 180), Box::new(out.clone())).unwrap();
