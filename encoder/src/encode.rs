@@ -293,7 +293,7 @@ impl AudioEncoder {
             self.resampler = Some(
                 software::resampling::Context::get(
                     input.format(),
-                    layout.clone(),
+                    layout,
                     input.rate(),
                     format::Sample::F32(format::sample::Type::Planar),
                     ChannelLayout::STEREO,

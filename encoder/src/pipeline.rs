@@ -275,10 +275,6 @@ impl Pipeline {
         self.audio_source = present;
     }
 
-    fn samples_per_frame(&self) -> i64 {
-        i64::from(AUDIO_RATE) / i64::from(self.cadence.fps)
-    }
-
     fn slot_samples(&self, slot: i64) -> i64 {
         slot * i64::from(AUDIO_RATE) / i64::from(self.cadence.fps)
     }
@@ -316,12 +312,11 @@ impl Pipeline {
         capture_us: u64,
     ) -> Result<(), PipelineError> {
         if self.realign {
-            // After a loss, audio may have been padded past the video: start the video where
-            // the audio is, and fill the audio up to there, so the tracks stay in step.
+            // After a loss the video goes on at the next slot, so its time stamps have no gap
+            // (players stall on gaps). Audio behind it is filled with silence; audio ahead of
+            // it (at most an AAC frame after the padding at the loss, or a source whose audio
+            // ran ahead) stays, and the source's next audio is placed by its time stamps.
             self.realign = false;
-            let spf = self.samples_per_frame();
-            let audio_slot = (self.audio.position() + spf - 1) / spf;
-            self.slot = self.slot.max(audio_slot);
             let gap = self.slot_samples(self.slot) - self.audio.position();
             if gap > 0 {
                 self.audio.push_silence(gap as usize);
@@ -538,6 +533,13 @@ impl Pipeline {
         let tb = self.audio.time_base();
         while let Some(boundary) = self.boundaries.pop_front() {
             let is_last = self.boundaries.is_empty();
+            if !last && self.audio_pending.is_empty() && self.audio_written == 0 {
+                // The encoder still holds this chunk's audio (its one-frame delay): the chunk
+                // is cut when the source comes back and pushes it out, so no sequence number
+                // is skipped and the time stamps stay continuous.
+                self.boundaries.push_front(boundary);
+                break;
+            }
             while let Some(mut packet) = self.audio_pending.pop_front() {
                 let start = packet.pts().unwrap_or(0) + frame_size;
                 if start >= boundary.end_sample && !(last && is_last) && self.audio_written > 0 {
