@@ -12,7 +12,7 @@ use fjord_encoder::cadence::Cadence;
 use fjord_encoder::ingest::{self, Control, Source};
 use fjord_encoder::keyfile;
 use fjord_encoder::pipeline::{OutputConfig, Pipeline, Stats, quantile};
-use fjord_encoder::publish::Recorder;
+use fjord_encoder::publish::{Origin, Publisher, Recorder, Tee};
 use tracing::info;
 
 /// Fjord encoder: turns a live broadcast into a signed channel.
@@ -62,7 +62,24 @@ struct RunArgs {
     looped: bool,
     /// Write the manifest and every signed chunk to this folder.
     #[arg(long)]
-    record: PathBuf,
+    record: Option<PathBuf>,
+    /// Publish into the mesh: the embedded origin node listens here for peers (repeatable;
+    /// for example `/ip4/0.0.0.0/udp/9000/quic-v1`). Viewers bootstrap from the address it
+    /// prints.
+    #[arg(long, env = "FJORD_LISTEN")]
+    listen: Vec<libp2p::Multiaddr>,
+    /// An address peers reach the origin at (a public IP or a forwarded port).
+    #[arg(long, env = "FJORD_EXTERNAL")]
+    external: Vec<libp2p::Multiaddr>,
+    /// The origin's upload cap (bit/s; k, M suffixes). Default: four times the stream's rate.
+    #[arg(long, value_parser = fjord_node::units::parse_rate)]
+    upload: Option<u64>,
+    /// Address of the origin's HTTP endpoints (/metrics, /status).
+    #[arg(long, env = "FJORD_HTTP")]
+    http: Option<std::net::SocketAddr>,
+    /// Do not look for peers on the LAN with mDNS.
+    #[arg(long)]
+    no_mdns: bool,
     /// Channel name shown to viewers.
     #[arg(long, default_value = "Fjord test channel")]
     name: String,
@@ -112,17 +129,11 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
 }
 
 fn parse_rate(s: &str) -> Result<u32, String> {
-    let (digits, mult) = match s.chars().last() {
-        Some('k' | 'K') => (&s[..s.len() - 1], 1_000.0),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1_000_000.0),
-        _ => (s, 1.0),
-    };
-    let v: f64 = digits.parse().map_err(|_| format!("bad bit rate {s:?}"))?;
-    let bps = v * mult;
-    if !(8_000.0..=100_000_000.0).contains(&bps) {
-        return Err(format!("bit rate {s} is outside 8k..100M"));
-    }
-    Ok(bps as u32)
+    let bps = fjord_node::units::parse_rate(s)?;
+    u32::try_from(bps)
+        .ok()
+        .filter(|b| *b <= 100_000_000)
+        .ok_or_else(|| format!("bit rate {s} is above 100M"))
 }
 
 /// CPU time this process used so far (all threads), from /proc.
@@ -213,7 +224,9 @@ fn run(args: RunArgs) -> Result<()> {
         );
     }
     let source = Source::parse(&args.input, args.looped)?;
-    let recorder = Recorder::new(&args.record)?;
+    if args.record.is_none() && args.listen.is_empty() {
+        bail!("nowhere to publish: give --listen (publish into the mesh) and/or --record DIR");
+    }
     let config = OutputConfig {
         name: args.name.clone(),
         width: args.size.0,
@@ -225,12 +238,39 @@ fn run(args: RunArgs) -> Result<()> {
         target_latency_us: args.target_latency_ms.saturating_mul(1000),
     };
     let channel = key.channel_id();
+    let origin = if args.listen.is_empty() {
+        None
+    } else {
+        let stream_bps = u64::from(args.video_bitrate) + u64::from(args.audio_bitrate);
+        let mut node =
+            fjord_node::NodeConfig::viewer(channel, args.upload.unwrap_or(4 * stream_bps));
+        node.role = fjord_node::core::proto::Role::Origin;
+        node.listen = args.listen.clone();
+        node.external = args.external.clone();
+        node.mesh.mdns = !args.no_mdns;
+        node.mesh.relay_server = true;
+        let (origin, http) = Origin::start(node, args.http)?;
+        println!("channel: {channel}");
+        for a in origin.node().listen_addrs() {
+            println!("origin: {a}");
+        }
+        if let Some(http) = http {
+            println!("status: http://{http}/status");
+        }
+        Some(origin)
+    };
+    let publisher: Box<dyn Publisher + Send> = match (&args.record, &origin) {
+        (Some(dir), Some(o)) => Box::new(Tee(Recorder::new(dir)?, o.publisher())),
+        (Some(dir), None) => Box::new(Recorder::new(dir)?),
+        (None, Some(o)) => Box::new(o.publisher()),
+        (None, None) => unreachable!("checked above"),
+    };
     let mut pipeline =
-        Pipeline::new(key, &config, Box::new(recorder)).context("cannot start the encoder")?;
+        Pipeline::new(key, &config, publisher).context("cannot start the encoder")?;
     info!(
         channel = %channel,
         epoch = pipeline.epoch(),
-        record = %args.record.display(),
+        record = ?args.record,
         "encoding {}x{} at {} fps, {} frames per chunk, {} chunks per group",
         args.size.0, args.size.1, cadence.fps, cadence.frames_per_chunk, cadence.chunks_per_group
     );
@@ -258,6 +298,9 @@ fn run(args: RunArgs) -> Result<()> {
     let stats = pipeline.finish().context("cannot finish the last chunks")?;
     if std::io::stderr().is_terminal() {
         eprintln!();
+    }
+    if let Some(origin) = origin {
+        origin.shutdown();
     }
     outcome?;
     let media_s = stats.frames as f64 / f64::from(cadence.fps);

@@ -1,5 +1,6 @@
-//! Where signed output goes. The encoder hands every manifest and chunk to a [`Publisher`];
-//! [`Recorder`] writes them to a folder (the node's origin publishes them into the mesh).
+//! Where signed output goes. The encoder hands every manifest and chunk to a [`Publisher`]:
+//! [`Origin`] publishes them into the mesh from a node embedded in the encoder, [`Recorder`]
+//! writes them to a folder, [`Tee`] does both.
 
 use std::fs;
 use std::io::Write;
@@ -10,6 +11,9 @@ use fjord_core::wire::{Chunk, Manifest};
 /// A failure to publish.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    /// The embedded origin node has stopped.
+    #[error("the origin node has stopped")]
+    OriginStopped,
     /// Writing to the record folder failed.
     #[error("cannot write {path}: {source}")]
     Io {
@@ -122,5 +126,109 @@ impl<P: Publisher> Publisher for std::sync::Arc<std::sync::Mutex<P>> {
         self.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .chunk(chunk)
+    }
+}
+
+/// The origin: a Fjord node embedded in the encoder, which listens for peers and pushes every
+/// chunk into the mesh. It runs on its own tokio runtime; the encoder's thread hands it chunks
+/// over a bounded queue (and waits when the node falls behind, rather than queue without end).
+pub struct Origin {
+    node: fjord_node::NodeHandle,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Origin").field("node", &self.node).finish()
+    }
+}
+
+impl Origin {
+    /// Starts the origin node (and its HTTP endpoints on `http`, if given).
+    pub fn start(
+        config: fjord_node::NodeConfig,
+        http: Option<std::net::SocketAddr>,
+    ) -> anyhow::Result<(Self, Option<std::net::SocketAddr>)> {
+        use anyhow::Context;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("origin")
+            .enable_all()
+            .build()
+            .context("cannot start the origin's runtime")?;
+        let (node, http) = runtime.block_on(async {
+            let node = fjord_node::start(config)
+                .await
+                .context("cannot start the origin node")?;
+            let http = match http {
+                Some(addr) => Some(
+                    fjord_node::http::serve(node.clone(), addr, false)
+                        .await
+                        .with_context(|| format!("cannot serve HTTP on {addr}"))?,
+                ),
+                None => None,
+            };
+            Ok::<_, anyhow::Error>((node, http))
+        })?;
+        Ok((Self { node, runtime }, http))
+    }
+
+    /// The node, for its addresses and status.
+    pub fn node(&self) -> &fjord_node::NodeHandle {
+        &self.node
+    }
+
+    /// What the pipeline publishes through.
+    pub fn publisher(&self) -> OriginPublisher {
+        OriginPublisher(self.node.clone())
+    }
+
+    /// Says goodbye to the neighbours and stops.
+    pub fn shutdown(self) {
+        self.runtime.block_on(self.node.shutdown());
+    }
+}
+
+/// Publishes into the origin node from the encoder's thread.
+#[derive(Debug, Clone)]
+pub struct OriginPublisher(fjord_node::NodeHandle);
+
+impl Publisher for OriginPublisher {
+    fn manifest(&mut self, manifest: &Manifest) -> Result<(), PublishError> {
+        self.0
+            .blocking_publish_manifest(manifest.clone())
+            .map_err(|_| PublishError::OriginStopped)
+    }
+
+    fn chunk(&mut self, chunk: &Chunk) -> Result<(), PublishError> {
+        self.0
+            .blocking_publish_chunk(chunk.clone())
+            .map_err(|_| PublishError::OriginStopped)
+    }
+}
+
+/// Hands everything to two publishers in turn.
+#[derive(Debug)]
+pub struct Tee<A, B>(pub A, pub B);
+
+impl<A: Publisher, B: Publisher> Publisher for Tee<A, B> {
+    fn manifest(&mut self, manifest: &Manifest) -> Result<(), PublishError> {
+        self.0.manifest(manifest)?;
+        self.1.manifest(manifest)
+    }
+
+    fn chunk(&mut self, chunk: &Chunk) -> Result<(), PublishError> {
+        self.0.chunk(chunk)?;
+        self.1.chunk(chunk)
+    }
+}
+
+impl<P: Publisher + ?Sized> Publisher for Box<P> {
+    fn manifest(&mut self, manifest: &Manifest) -> Result<(), PublishError> {
+        (**self).manifest(manifest)
+    }
+
+    fn chunk(&mut self, chunk: &Chunk) -> Result<(), PublishError> {
+        (**self).chunk(chunk)
     }
 }

@@ -1,9 +1,29 @@
 //! Fjord relay node.
 //!
-//! The node drives the sans-IO [`fjord_core`] with real I/O. This crate holds the pieces around
-//! the core; today that is [`inspect`], which decodes and verifies stored messages for an
-//! operator.
+//! The node drives the sans-IO [`fjord_core`] with real I/O:
+//! - [`mesh`]: the libp2p swarm (QUIC, identify, Kademlia, mDNS, ping, AutoNAT, relay, DCUtR,
+//!   connection limits, a block list) and Fjord's stream protocols;
+//! - [`framing`]: frames on Fjord's long-lived streams;
+//! - [`link`]: the tasks that write and read one neighbour's streams;
+//! - [`driver`]: the tokio task that owns the core and the swarm ([`driver::start`] gives a
+//!   [`NodeHandle`]);
+//! - [`metrics`]: Prometheus metrics and the JSON status;
+//! - [`play`]: one continuous fragmented MP4 over HTTP for desktop players (`--play`);
+//! - [`http`]: the node's HTTP endpoints (metrics, status, playback);
+//! - [`identity`]: the node's persistent libp2p key;
+//! - [`inspect`]: decodes and verifies stored messages for an operator;
+//! - [`units`]: parsing of bit rates typed by operators.
 
+pub mod driver;
+pub mod framing;
+pub mod http;
+pub mod identity;
 pub mod inspect;
+pub mod link;
+pub mod mesh;
+pub mod metrics;
+pub mod play;
+pub mod units;
 
+pub use driver::{NodeConfig, NodeHandle, Status, start};
 pub use fjord_core as core;

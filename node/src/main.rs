@@ -1,23 +1,38 @@
 //! `fjord-node`: the Fjord relay node's command line.
 
+use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use fjord_node::core::proto::Role;
 use fjord_node::core::wire::ChannelId;
-use fjord_node::inspect;
+use fjord_node::mesh::MeshConfig;
+use fjord_node::{NodeConfig, identity, inspect, units};
+use libp2p::Multiaddr;
+use tracing::info;
 
 /// Fjord relay node: relays a signed live channel to and from peers.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Log as JSON lines (for log collectors) instead of text.
+    #[arg(long, global = true, env = "FJORD_LOG_JSON")]
+    log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Join a channel as a viewer: receive it from the mesh and relay it onwards.
+    Watch(NodeArgs),
+    /// Run a broadcaster's seed node: a viewer with more neighbours and upload, that also
+    /// offers a relay to nodes behind NAT.
+    Seed(NodeArgs),
     /// Decode stored manifests or chunks, print what they say and check their signatures.
     Inspect {
         /// Files holding one encoded manifest or chunk each.
@@ -30,8 +45,52 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct NodeArgs {
+    /// The channel id (52 characters, printed by `fjord-encoder keygen`).
+    channel: ChannelId,
+    /// A peer to start from, `/ip4/HOST/udp/PORT/quic-v1/p2p/PEER_ID` (repeatable). The
+    /// origin and seed nodes print theirs when they start.
+    #[arg(short, long, env = "FJORD_BOOTSTRAP", value_delimiter = ',')]
+    bootstrap: Vec<Multiaddr>,
+    /// Address to listen on (repeatable).
+    #[arg(
+        short,
+        long,
+        env = "FJORD_LISTEN",
+        default_value = "/ip4/0.0.0.0/udp/0/quic-v1"
+    )]
+    listen: Vec<Multiaddr>,
+    /// An address others reach this node at (a public IP or a forwarded port).
+    #[arg(long, env = "FJORD_EXTERNAL")]
+    external: Vec<Multiaddr>,
+    /// Upload this node offers to the mesh (bit/s; k, M, G suffixes). The scheduler paces
+    /// its sends to it: set it at or below the real uplink.
+    #[arg(short, long, env = "FJORD_UPLOAD", value_parser = units::parse_rate)]
+    upload: Option<u64>,
+    /// Neighbours to keep (default: 20 for viewers, 40 for seeds).
+    #[arg(long, env = "FJORD_NEIGHBOURS")]
+    neighbours: Option<usize>,
+    /// Serve the channel to a local player at http://<http>/live.mp4 (VLC, mpv, ffplay).
+    #[arg(long)]
+    play: bool,
+    /// Address of the HTTP endpoints: /metrics, /status and, with --play, /live.mp4.
+    #[arg(long, env = "FJORD_HTTP", default_value = "127.0.0.1:8090")]
+    http: SocketAddr,
+    /// Keep the node's identity (its peer id) in this file, created if missing.
+    #[arg(long, env = "FJORD_IDENTITY")]
+    identity: Option<PathBuf>,
+    /// Do not look for peers on the LAN with mDNS.
+    #[arg(long)]
+    no_mdns: bool,
+    /// Seconds between status lines (0: none).
+    #[arg(long, default_value_t = 5)]
+    status_interval: u64,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    init_logging(cli.log_json);
     match cli.command {
         Command::Inspect { files, channel } => {
             let mut failures = 0;
@@ -51,5 +110,105 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Watch(args) => run(args, Role::Viewer),
+        Command::Seed(args) => run(args, Role::Seed),
     }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
+fn run(args: NodeArgs, role: Role) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(args, role))
+}
+
+async fn serve(args: NodeArgs, role: Role) -> Result<()> {
+    let keypair = match &args.identity {
+        Some(path) => identity::load_or_create(path)
+            .with_context(|| format!("cannot use the identity file {}", path.display()))?,
+        None => libp2p::identity::Keypair::generate_ed25519(),
+    };
+    let upload = args.upload.unwrap_or(match role {
+        Role::Seed => 20_000_000,
+        _ => 5_000_000,
+    });
+    let mut config = NodeConfig::viewer(args.channel, upload);
+    config.role = role;
+    config.keypair = keypair;
+    config.listen = args.listen;
+    config.external = args.external;
+    config.bootstrap = args.bootstrap;
+    config.max_neighbours = args.neighbours;
+    config.mesh = MeshConfig {
+        mdns: !args.no_mdns,
+        relay_server: role == Role::Seed,
+        ..MeshConfig::default()
+    };
+    if config.bootstrap.is_empty() && args.no_mdns {
+        bail!("no way to find peers: give --bootstrap, or allow mDNS on the LAN");
+    }
+    let node = fjord_node::start(config)
+        .await
+        .context("cannot start the node")?;
+    println!("peer id: {}", node.peer_id());
+    for a in node.listen_addrs() {
+        println!("listening: {a}");
+    }
+    let http = fjord_node::http::serve(node.clone(), args.http, args.play)
+        .await
+        .with_context(|| format!("cannot serve HTTP on {}", args.http))?;
+    println!("metrics: http://{http}/metrics");
+    println!("status: http://{http}/status");
+    if args.play {
+        println!("play: http://{http}/live.mp4   (vlc, mpv or ffplay this URL)");
+    }
+    let status = {
+        let node = node.clone();
+        let every = args.status_interval;
+        tokio::spawn(async move {
+            if every == 0 {
+                return;
+            }
+            let mut tick = tokio::time::interval(Duration::from_secs(every));
+            let mut last = node.status().counters;
+            loop {
+                tick.tick().await;
+                let s = node.status().counters;
+                let rate = |now: u64, then: u64| (now - then) as f64 * 8.0 / every as f64 / 1e3;
+                info!(
+                    "neighbours {}  continuity {}  delay p50 {} ms p99 {} ms  down {:.0} kbit/s  up {:.0} kbit/s  rejected {}",
+                    s.neighbours,
+                    s.continuity
+                        .map_or("-".into(), |c| format!("{:.2}%", c * 100.0)),
+                    s.delay_ms_p50.map_or("-".into(), |d| format!("{d:.0}")),
+                    s.delay_ms_p99.map_or("-".into(), |d| format!("{d:.0}")),
+                    rate(s.bytes_down, last.bytes_down),
+                    rate(s.bytes_up, last.bytes_up),
+                    s.chunks_rejected,
+                );
+                last = s;
+            }
+        })
+    };
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot wait for Ctrl-C")?;
+    info!("stopping");
+    status.abort();
+    node.shutdown().await;
+    Ok(())
 }

@@ -115,11 +115,24 @@ pub struct Chunk {
     bytes: Bytes,
 }
 
-impl UnverifiedChunk {
-    /// Decodes an encoded chunk. Checks structure and limits, not the signature. Never panics
-    /// and never allocates: the result shares `bytes`.
-    pub fn decode(bytes: Bytes) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(&bytes);
+/// What the fixed header at the front of an encoded chunk says, decoded before the rest has
+/// arrived: a receiver learns what is coming (and how long it is) from the first
+/// [`CHUNK_HEADER_LEN`] bytes. Unauthenticated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkHeader {
+    /// The raw channel field.
+    pub channel: [u8; 32],
+    /// The chunk's metadata as claimed.
+    pub meta: ChunkMeta,
+    /// Length of the whole encoded chunk (header, payload and signature), within the limits.
+    pub encoded_len: usize,
+}
+
+impl ChunkHeader {
+    /// Decodes the header from the first [`CHUNK_HEADER_LEN`] bytes of an encoded chunk (more
+    /// bytes are ignored). Checks the preamble, the flags and the payload limit.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes.get(..CHUNK_HEADER_LEN).unwrap_or(bytes));
         r.expect(MessageKind::Chunk, MAX_CHUNK_LEN)?;
         let channel = r.array("channel")?;
         let epoch = r.u64("epoch")?;
@@ -139,11 +152,6 @@ impl UnverifiedChunk {
             }
             .into());
         }
-        r.take(payload_len, "payload")?;
-        r.take(SIGNATURE_LEN, "signature")?;
-        if r.remaining() != 0 {
-            return Err(DecodeError::TrailingBytes(r.remaining()));
-        }
         Ok(Self {
             channel,
             meta: ChunkMeta {
@@ -155,6 +163,35 @@ impl UnverifiedChunk {
                 duration,
                 published_at_us,
             },
+            encoded_len: CHUNK_HEADER_LEN + payload_len + SIGNATURE_LEN,
+        })
+    }
+}
+
+impl UnverifiedChunk {
+    /// Decodes an encoded chunk. Checks structure and limits, not the signature. Never panics
+    /// and never allocates: the result shares `bytes`.
+    pub fn decode(bytes: Bytes) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_CHUNK_LEN {
+            // Checked first so that an oversized message is refused as such, whatever its
+            // header claims.
+            let mut r = Reader::new(&bytes);
+            r.expect(MessageKind::Chunk, MAX_CHUNK_LEN)?;
+        }
+        let header = ChunkHeader::decode(&bytes)?;
+        let mut r = Reader::new(&bytes);
+        r.take(CHUNK_HEADER_LEN, "header")?;
+        r.take(
+            header.encoded_len - CHUNK_HEADER_LEN - SIGNATURE_LEN,
+            "payload",
+        )?;
+        r.take(SIGNATURE_LEN, "signature")?;
+        if r.remaining() != 0 {
+            return Err(DecodeError::TrailingBytes(r.remaining()));
+        }
+        Ok(Self {
+            channel: header.channel,
+            meta: header.meta,
             bytes,
         })
     }

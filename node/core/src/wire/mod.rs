@@ -56,7 +56,9 @@ mod identity;
 pub mod limits;
 mod manifest;
 
-pub use chunk::{CHUNK_HEADER_LEN, Chunk, ChunkFlags, ChunkId, ChunkMeta, UnverifiedChunk};
+pub use chunk::{
+    CHUNK_HEADER_LEN, Chunk, ChunkFlags, ChunkHeader, ChunkId, ChunkMeta, UnverifiedChunk,
+};
 pub use error::{DecodeError, EncodeError, FieldError, VerifyError};
 pub use identity::{ChannelId, ChannelKey, KeyFileError, ParseChannelIdError};
 pub use manifest::{Manifest, ManifestContent, Track, TrackKind, UnverifiedManifest};

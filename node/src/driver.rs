@@ -1,0 +1,1018 @@
+//! The tokio driver: one task that owns the sans-IO [`fjord_core::Node`] and the libp2p swarm,
+//! feeds the core every event with the current time, and carries out what it asks for.
+//!
+//! # Loop
+//! Each turn waits for the first of: a swarm event, an inbound Fjord stream, an event from a
+//! link task ([`crate::link`]), a command from the [`NodeHandle`], the core's timer, or the
+//! one-second housekeeping tick. It hands that to the core, then drains
+//! [`fjord_core::Node::poll_output`] until empty: control frames and chunks go to the peer's
+//! bounded queues, connects dial and open streams, deliveries go to local consumers
+//! (`--play`, the gateway) and to the metrics.
+//!
+//! # Peers
+//! The core names peers by small numbers; [`PeerIds`] maps libp2p peer ids to them. A peer is
+//! "up" for the core from the moment either side's streams exist, and down when a stream
+//! ends, a write fails, the last connection closes, or it misbehaves: anything that fails to
+//! decode or verify gets the peer blocked for [`NodeConfig::ban_duration`], so its data never
+//! reaches anyone.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fjord_core::proto::{Control, Frame, GoodbyeReason, Role};
+use fjord_core::wire::{ChannelId, Chunk, Manifest};
+use fjord_core::{Input, Output, Time};
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::kad;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{Multiaddr, PeerId, Swarm};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use crate::link::{self, CONTROL_QUEUE, DataQueue, LinkContext, LinkEvent, LinkId};
+use crate::mesh::{self, Behaviour, BehaviourEvent, MeshConfig, Protocols};
+use crate::metrics::{Metrics, StatusCounters};
+
+/// Chunks a slow local consumer may lag behind before it skips ahead.
+const DELIVERY_QUEUE: usize = 512;
+/// Link events buffered towards the driver.
+const EVENT_QUEUE: usize = 4096;
+/// Peers remembered with addresses.
+const ADDRESS_BOOK: usize = 1024;
+/// Addresses remembered per peer.
+const ADDRESSES_PER_PEER: usize = 8;
+/// Shortest interval between two provider lookups.
+const PROVIDER_LOOKUP_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How to run a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The channel to relay.
+    pub channel: ChannelId,
+    /// Origin, seed or viewer.
+    pub role: Role,
+    /// Upload the node offers to the mesh, bit/s.
+    pub upload_bps: u64,
+    /// Neighbours kept; `None` takes the core's default for the role.
+    pub max_neighbours: Option<usize>,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Addresses others reach us at, when known (a public IP, a port forward). Listen
+    /// addresses on a specific IP count as such too.
+    pub external: Vec<Multiaddr>,
+    /// Peers to start from: `/ip4/.../udp/.../quic-v1/p2p/<peer id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Swarm options.
+    pub mesh: MeshConfig,
+    /// The node's libp2p identity.
+    pub keypair: Keypair,
+    /// Seed of the core's random choices.
+    pub seed: u64,
+    /// How long a peer that sent invalid data is kept out.
+    pub ban_duration: Duration,
+}
+
+impl NodeConfig {
+    /// A viewer of `channel` with a fresh identity, listening on all interfaces on a random
+    /// UDP port.
+    pub fn viewer(channel: ChannelId, upload_bps: u64) -> Self {
+        let keypair = Keypair::generate_ed25519();
+        let mut seed = [0u8; 8];
+        let _ = getrandom::fill(&mut seed);
+        Self {
+            channel,
+            role: Role::Viewer,
+            upload_bps,
+            max_neighbours: None,
+            listen: vec!["/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("valid address")],
+            external: Vec::new(),
+            bootstrap: Vec::new(),
+            mesh: MeshConfig::default(),
+            keypair,
+            seed: u64::from_le_bytes(seed),
+            ban_duration: Duration::from_secs(600),
+        }
+    }
+
+    fn core_config(&self) -> fjord_core::Config {
+        let mut c = match self.role {
+            Role::Origin => fjord_core::Config::origin(self.upload_bps),
+            Role::Viewer => fjord_core::Config::viewer(self.upload_bps),
+            Role::Seed => fjord_core::Config {
+                role: Role::Seed,
+                max_neighbours: 40,
+                min_neighbours: 20,
+                ..fjord_core::Config::viewer(self.upload_bps)
+            },
+        };
+        if let Some(n) = self.max_neighbours {
+            c.max_neighbours = n.clamp(1, fjord_core::neighbours::MAX_SLOTS - 8);
+            c.min_neighbours = c.min_neighbours.min(c.max_neighbours);
+        }
+        c
+    }
+}
+
+/// Errors starting a node.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The swarm could not be built.
+    #[error(transparent)]
+    Mesh(#[from] mesh::MeshError),
+    /// A listen address could not be used.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// A bootstrap address without a peer id.
+    #[error("bootstrap address {0} must end with /p2p/<peer id>")]
+    Bootstrap(Multiaddr),
+}
+
+/// Where a node stands: for `/status`, tests and the demo.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Status {
+    /// The node's libp2p peer id.
+    pub peer_id: String,
+    /// The channel.
+    pub channel: String,
+    /// Its role.
+    pub role: String,
+    /// Addresses it listens on.
+    pub listen: Vec<String>,
+    /// Counters and delays.
+    #[serde(flatten)]
+    pub counters: StatusCounters,
+}
+
+enum Command {
+    Manifest(Manifest),
+    Chunk(Chunk),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A running node. Dropping it does not stop the node; [`NodeHandle::shutdown`] does.
+#[derive(Clone)]
+pub struct NodeHandle {
+    commands: mpsc::Sender<Command>,
+    peer_id: PeerId,
+    listen: Vec<Multiaddr>,
+    channel: ChannelId,
+    role: Role,
+    metrics: Arc<Metrics>,
+    deliveries: broadcast::Sender<Chunk>,
+    manifest: watch::Receiver<Option<Manifest>>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("peer_id", &self.peer_id)
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The node has stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("the node has stopped")]
+pub struct Stopped;
+
+impl NodeHandle {
+    /// The node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Addresses the node listens on, each ending with `/p2p/<peer id>`.
+    pub fn listen_addrs(&self) -> &[Multiaddr] {
+        &self.listen
+    }
+
+    /// The channel.
+    pub fn channel(&self) -> &ChannelId {
+        &self.channel
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Every chunk newly complete here, in arrival order. A receiver that falls more than
+    /// [`DELIVERY_QUEUE`] chunks behind loses the oldest (and is told so).
+    pub fn deliveries(&self) -> broadcast::Receiver<Chunk> {
+        self.deliveries.subscribe()
+    }
+
+    /// The manifest in force, once known.
+    pub fn manifest(&self) -> watch::Receiver<Option<Manifest>> {
+        self.manifest.clone()
+    }
+
+    /// Where the node stands.
+    pub fn status(&self) -> Status {
+        Status {
+            peer_id: self.peer_id.to_string(),
+            channel: self.channel.to_string(),
+            role: format!("{:?}", self.role).to_lowercase(),
+            listen: self.listen.iter().map(ToString::to_string).collect(),
+            counters: self.metrics.status(),
+        }
+    }
+
+    /// Publishes a manifest as the origin (already signed by the channel key).
+    pub async fn publish_manifest(&self, manifest: Manifest) -> Result<(), Stopped> {
+        self.commands
+            .send(Command::Manifest(manifest))
+            .await
+            .map_err(|_| Stopped)
+    }
+
+    /// Publishes a chunk as the origin.
+    pub async fn publish_chunk(&self, chunk: Chunk) -> Result<(), Stopped> {
+        self.commands
+            .send(Command::Chunk(chunk))
+            .await
+            .map_err(|_| Stopped)
+    }
+
+    /// [`NodeHandle::publish_manifest`] for a caller outside the runtime (the encoder's thread).
+    pub fn blocking_publish_manifest(&self, manifest: Manifest) -> Result<(), Stopped> {
+        self.commands
+            .blocking_send(Command::Manifest(manifest))
+            .map_err(|_| Stopped)
+    }
+
+    /// [`NodeHandle::publish_chunk`] for a caller outside the runtime.
+    pub fn blocking_publish_chunk(&self, chunk: Chunk) -> Result<(), Stopped> {
+        self.commands
+            .blocking_send(Command::Chunk(chunk))
+            .map_err(|_| Stopped)
+    }
+
+    /// Says goodbye to every neighbour and stops.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Wall-clock now as the core counts time.
+pub fn now() -> Time {
+    Time::from_micros(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64),
+    )
+}
+
+/// Two-way map between libp2p peer ids and the core's.
+#[derive(Debug, Default)]
+pub struct PeerIds {
+    to_core: HashMap<PeerId, fjord_core::PeerId>,
+    to_p2p: HashMap<fjord_core::PeerId, PeerId>,
+    next: u64,
+}
+
+impl PeerIds {
+    /// The core's id for `peer`, assigned on first use.
+    pub fn core(&mut self, peer: PeerId) -> fjord_core::PeerId {
+        if let Some(id) = self.to_core.get(&peer) {
+            return *id;
+        }
+        let id = fjord_core::PeerId(self.next);
+        self.next += 1;
+        self.to_core.insert(peer, id);
+        self.to_p2p.insert(id, peer);
+        id
+    }
+
+    /// The libp2p id behind a core id.
+    pub fn p2p(&self, id: fjord_core::PeerId) -> Option<PeerId> {
+        self.to_p2p.get(&id).copied()
+    }
+
+    /// Forgets every peer not in `keep` once the map grows large.
+    fn prune(&mut self, keep: &HashSet<PeerId>) {
+        if self.to_core.len() <= 4 * ADDRESS_BOOK {
+            return;
+        }
+        self.to_core.retain(|p, _| keep.contains(p));
+        self.to_p2p.retain(|_, p| keep.contains(p));
+    }
+}
+
+struct PeerLink {
+    id: LinkId,
+    frames: mpsc::Sender<Bytes>,
+    data: Arc<DataQueue>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The core knows this peer.
+    up: bool,
+    /// We asked for this link (the core's Connect).
+    outbound: bool,
+    /// Our streams are open.
+    opened: bool,
+    /// The peer's streams to us (control, data) are attached.
+    inbound: (bool, bool),
+}
+
+impl Drop for PeerLink {
+    fn drop(&mut self) {
+        // Readers stop at once; the writer drains what is queued (a goodbye) and closes.
+        self.data.close();
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+struct Driver {
+    core: fjord_core::Node,
+    swarm: Swarm<Behaviour>,
+    streams: libp2p_stream::Control,
+    ctx: LinkContext,
+    ids: PeerIds,
+    links: HashMap<PeerId, PeerLink>,
+    /// Writer tasks, kept apart from links so a dropped link's writer can finish its goodbye.
+    next_link: LinkId,
+    book: HashMap<PeerId, Vec<Multiaddr>>,
+    banned: HashMap<PeerId, Instant>,
+    ban_duration: Duration,
+    provider_key: kad::RecordKey,
+    last_lookup: Option<Instant>,
+    wanted: usize,
+    metrics: Arc<Metrics>,
+    deliveries: broadcast::Sender<Chunk>,
+    manifest: watch::Sender<Option<Manifest>>,
+    target_latency_us: u64,
+    local_peer: PeerId,
+}
+
+/// Starts a node: builds the swarm, listens, dials the bootstrap peers and runs the driver
+/// on the current tokio runtime. Returns once the listen addresses are known.
+pub async fn start(config: NodeConfig) -> Result<NodeHandle, StartError> {
+    let local_peer = config.keypair.public().to_peer_id();
+    let mut swarm = mesh::build(config.keypair.clone(), &config.mesh)?;
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| StartError::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    // Wait for the listeners to report their addresses (ports chosen by the system).
+    let mut listen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while listen.len() < config.listen.len() {
+        let event = tokio::time::timeout_at(deadline, swarm.select_next_some()).await;
+        match event {
+            Ok(SwarmEvent::NewListenAddr { address, .. }) => listen.push(address),
+            Ok(SwarmEvent::ListenerError { error, .. }) => {
+                return Err(StartError::Listen {
+                    addr: config.listen[listen.len()].clone(),
+                    reason: error.to_string(),
+                });
+            }
+            Ok(_) => {}
+            Err(_) => {
+                if listen.is_empty() {
+                    return Err(StartError::Listen {
+                        addr: config.listen[0].clone(),
+                        reason: "no address after 5 s".into(),
+                    });
+                }
+                break;
+            }
+        }
+    }
+    // Addresses on a specific IP are how others reach us; so are the configured ones.
+    let mut externals = config.external.clone();
+    for a in &listen {
+        let specific = a.iter().any(|p| match p {
+            Protocol::Ip4(ip) => !ip.is_unspecified(),
+            Protocol::Ip6(ip) => !ip.is_unspecified(),
+            _ => false,
+        });
+        let unspecified_listen = config.listen.iter().any(|l| {
+            l.iter()
+                .any(|p| matches!(p, Protocol::Ip4(ip) if ip.is_unspecified()))
+        });
+        if specific && !unspecified_listen {
+            externals.push(a.clone());
+        }
+    }
+    for a in &externals {
+        swarm.add_external_address(a.clone());
+    }
+    if !externals.is_empty() {
+        swarm.behaviour_mut().kad.set_mode(Some(kad::Mode::Server));
+    }
+    let mut book: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+    for addr in &config.bootstrap {
+        let Some(peer) = mesh::peer_of(addr) else {
+            return Err(StartError::Bootstrap(addr.clone()));
+        };
+        swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+        book.entry(peer).or_default().push(addr.clone());
+        if let Err(e) = swarm.dial(addr.clone()) {
+            warn!(%addr, error = %e, "cannot dial bootstrap peer");
+        }
+    }
+    let provider_key = mesh::channel_key(&config.channel);
+    if let Err(e) = swarm
+        .behaviour_mut()
+        .kad
+        .start_providing(provider_key.clone())
+    {
+        warn!(error = %e, "cannot announce the channel in the DHT");
+    }
+    let listen: Vec<Multiaddr> = listen
+        .into_iter()
+        .map(|a| a.with(Protocol::P2p(local_peer)))
+        .collect();
+    let mut streams = swarm.behaviour().streams.new_control();
+    let protocols = Protocols::for_channel(&config.channel.to_string());
+    let incoming_ctl = streams
+        .accept(protocols.control.clone())
+        .expect("a fresh behaviour has no protocol registered");
+    let incoming_data = streams
+        .accept(protocols.data.clone())
+        .expect("a fresh behaviour has no protocol registered");
+    let metrics = Arc::new(Metrics::new());
+    metrics.set_started(now().as_micros());
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let (commands_tx, commands_rx) = mpsc::channel(64);
+    let (deliveries, _) = broadcast::channel(DELIVERY_QUEUE);
+    let (manifest_tx, manifest_rx) = watch::channel(None);
+    let core = fjord_core::Node::new(config.core_config(), config.seed, now());
+    let ctx = LinkContext {
+        channel: config.channel,
+        protocols,
+        events: events_tx,
+        metrics: metrics.clone(),
+    };
+    let mut driver = Driver {
+        core,
+        swarm,
+        streams,
+        ctx,
+        ids: PeerIds::default(),
+        links: HashMap::new(),
+        next_link: 0,
+        book,
+        banned: HashMap::new(),
+        ban_duration: config.ban_duration,
+        provider_key,
+        last_lookup: None,
+        wanted: 0,
+        metrics: metrics.clone(),
+        deliveries: deliveries.clone(),
+        manifest: manifest_tx,
+        target_latency_us: 0,
+        local_peer,
+    };
+    // Bootstrap peers are the first candidates: usually the origin or a seed.
+    let bootstrap: Vec<PeerId> = config.bootstrap.iter().filter_map(mesh::peer_of).collect();
+    if !bootstrap.is_empty() {
+        let ids = bootstrap.iter().map(|p| driver.ids.core(*p)).collect();
+        driver.core.handle(now(), Input::Candidates(ids));
+        driver.drain();
+    }
+    info!(peer_id = %local_peer, addrs = ?listen, "node listening");
+    tokio::spawn(driver.run(incoming_ctl, incoming_data, events_rx, commands_rx));
+    Ok(NodeHandle {
+        commands: commands_tx,
+        peer_id: local_peer,
+        listen,
+        channel: config.channel,
+        role: config.role,
+        metrics,
+        deliveries,
+        manifest: manifest_rx,
+    })
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut incoming_ctl: libp2p_stream::IncomingStreams,
+        mut incoming_data: libp2p_stream::IncomingStreams,
+        mut events: mpsc::Receiver<LinkEvent>,
+        mut commands: mpsc::Receiver<Command>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let wake = self.core.poll_timeout().map(|t| {
+                let d = Duration::from_micros(t.as_micros().saturating_sub(now().as_micros()));
+                tokio::time::Instant::now() + d
+            });
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => futures::future::pending().await,
+                }
+            };
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm(event),
+                Some((peer, stream)) = incoming_ctl.next() => self.on_inbound(peer, stream, true),
+                Some((peer, stream)) = incoming_data.next() => self.on_inbound(peer, stream, false),
+                Some(event) = events.recv() => self.on_link(event),
+                command = commands.recv() => match command {
+                    Some(Command::Manifest(m)) => {
+                        self.core.handle(now(), Input::Manifest { from: None, manifest: m });
+                    }
+                    Some(Command::Chunk(c)) => {
+                        self.core.handle(now(), Input::Chunk { from: None, chunk: c });
+                    }
+                    Some(Command::Shutdown(done)) => {
+                        self.goodbye().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        self.goodbye().await;
+                        return;
+                    }
+                },
+                () = sleep => self.core.handle_timeout(now()),
+                _ = tick.tick() => self.housekeeping(),
+            }
+            self.drain();
+        }
+    }
+
+    /// Tells every neighbour we leave, and gives the writers a moment to send it.
+    async fn goodbye(&mut self) {
+        let bye = Frame::Control(Control::Goodbye(GoodbyeReason::Leaving)).encode();
+        let mut writers = Vec::new();
+        for (_, mut link) in self.links.drain() {
+            let _ = link.frames.try_send(bye.clone());
+            // The writer is the first task; let it finish instead of aborting it.
+            if !link.tasks.is_empty() {
+                writers.push(link.tasks.remove(0));
+            }
+        }
+        let _ = tokio::time::timeout(
+            Duration::from_millis(500),
+            futures::future::join_all(writers),
+        )
+        .await;
+    }
+
+    fn housekeeping(&mut self) {
+        let t = Instant::now();
+        let expired: Vec<PeerId> = self
+            .banned
+            .iter()
+            .filter(|(_, until)| **until <= t)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in expired {
+            self.banned.remove(&p);
+            self.swarm.behaviour_mut().blocked.unblock_peer(p);
+        }
+        self.metrics.banned.set(self.banned.len() as i64);
+        if self.wanted > 0 {
+            self.lookup_providers();
+        }
+        if self.ids.to_core.len() > 4 * ADDRESS_BOOK {
+            let keep: HashSet<PeerId> = self.links.keys().copied().collect();
+            self.ids.prune(&keep);
+        }
+    }
+
+    fn lookup_providers(&mut self) {
+        if self
+            .last_lookup
+            .is_some_and(|t| t.elapsed() < PROVIDER_LOOKUP_INTERVAL)
+        {
+            return;
+        }
+        self.last_lookup = Some(Instant::now());
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .get_providers(self.provider_key.clone());
+        // Peers we know of but are not linked to may carry the channel too (LAN, bootstrap).
+        let candidates: Vec<PeerId> = self
+            .book
+            .keys()
+            .filter(|p| !self.links.contains_key(p) && !self.banned.contains_key(p))
+            .take(self.wanted)
+            .copied()
+            .collect();
+        self.offer(candidates);
+    }
+
+    fn offer(&mut self, peers: Vec<PeerId>) {
+        let ids: Vec<fjord_core::PeerId> = peers
+            .into_iter()
+            .filter(|p| *p != self.local_peer && !self.banned.contains_key(p))
+            .filter(|p| !self.links.contains_key(p))
+            .map(|p| self.ids.core(p))
+            .collect();
+        if !ids.is_empty() {
+            self.core.handle(now(), Input::Candidates(ids));
+            // Dial now, while the DHT query that found these peers still knows their
+            // addresses.
+            self.drain();
+        }
+    }
+
+    fn remember(&mut self, peer: PeerId, addr: Multiaddr) {
+        if self.book.len() >= ADDRESS_BOOK && !self.book.contains_key(&peer) {
+            return;
+        }
+        let list = self.book.entry(peer).or_default();
+        if !list.contains(&addr) {
+            if list.len() >= ADDRESSES_PER_PEER {
+                list.remove(0);
+            }
+            list.push(addr);
+        }
+    }
+
+    fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(
+                libp2p::identify::Event::Received { peer_id, info, .. },
+            )) => {
+                let kad_peer = info.protocols.contains(&mesh::KAD_PROTOCOL);
+                for addr in info.listen_addrs {
+                    if is_usable(&addr) {
+                        if kad_peer {
+                            self.swarm
+                                .behaviour_mut()
+                                .kad
+                                .add_address(&peer_id, addr.clone());
+                        }
+                        self.remember(peer_id, addr);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result:
+                    kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                        providers,
+                        ..
+                    })),
+                ..
+            })) => {
+                debug!(count = providers.len(), "found providers of the channel");
+                self.offer(providers.into_iter().collect());
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                peer,
+                addresses,
+                ..
+            })) => {
+                for a in addresses.iter() {
+                    self.remember(peer, a.clone());
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(list))) => {
+                let mut found = Vec::new();
+                for (peer, addr) in list {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                    self.remember(peer, addr);
+                    found.push(peer);
+                }
+                if self.wanted > 0 {
+                    self.offer(found);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            })) if self.links.get(&peer).is_some_and(|l| l.up) => {
+                let id = self.ids.core(peer);
+                self.core.handle(now(), Input::Rtt { peer: id, rtt });
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(
+                libp2p::autonat::Event::StatusChanged { new, .. },
+            )) => info!(status = ?new, "reachability"),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } if self.links.contains_key(&peer_id) => {
+                self.peer_down(peer_id, "connection closed");
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                info!(%address, "reachable at");
+            }
+            _ => {}
+        }
+    }
+
+    fn new_link(&mut self, peer: PeerId, outbound: bool) -> &mut PeerLink {
+        self.next_link += 1;
+        let id = self.next_link;
+        let (frames, rx) = mpsc::channel(CONTROL_QUEUE);
+        let data = Arc::new(DataQueue::default());
+        let writer = tokio::spawn(link::write(
+            self.ctx.clone(),
+            self.streams.clone(),
+            peer,
+            id,
+            rx,
+            data.clone(),
+        ));
+        self.links.insert(
+            peer,
+            PeerLink {
+                id,
+                frames,
+                data,
+                tasks: vec![writer],
+                up: false,
+                outbound,
+                opened: false,
+                inbound: (false, false),
+            },
+        );
+        self.links.get_mut(&peer).expect("just inserted")
+    }
+
+    fn on_inbound(&mut self, peer: PeerId, stream: libp2p::Stream, control: bool) {
+        if self.banned.contains_key(&peer) {
+            return;
+        }
+        if !self.links.contains_key(&peer) {
+            self.new_link(peer, false);
+        }
+        let ctx = self.ctx.clone();
+        let link = self.links.get_mut(&peer).expect("ensured above");
+        let id = link.id;
+        let already = if control {
+            link.inbound.0
+        } else {
+            link.inbound.1
+        };
+        if already {
+            // One stream of each kind per link; a second is a protocol violation or a stale
+            // reconnection: take the new one as the truth.
+            debug!(%peer, "second inbound stream; replacing the link");
+            self.peer_down(peer, "reconnected");
+            return self.on_inbound(peer, stream, control);
+        }
+        let task = if control {
+            link.inbound.0 = true;
+            tokio::spawn(link::read_control(ctx, peer, id, stream))
+        } else {
+            link.inbound.1 = true;
+            tokio::spawn(link::read_data(ctx, peer, id, stream))
+        };
+        link.tasks.push(task);
+        if !link.up {
+            link.up = true;
+            let outbound = link.outbound;
+            let core_id = self.ids.core(peer);
+            self.core.handle(
+                now(),
+                Input::PeerUp {
+                    peer: core_id,
+                    outbound,
+                    rtt: None,
+                },
+            );
+        }
+    }
+
+    fn link_is(&self, peer: &PeerId, id: LinkId) -> bool {
+        self.links.get(peer).is_some_and(|l| l.id == id)
+    }
+
+    fn on_link(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Opened(peer, id) => {
+                if !self.link_is(&peer, id) {
+                    return;
+                }
+                let link = self.links.get_mut(&peer).expect("checked");
+                link.opened = true;
+                if !link.up {
+                    link.up = true;
+                    let outbound = link.outbound;
+                    let core_id = self.ids.core(peer);
+                    self.core.handle(
+                        now(),
+                        Input::PeerUp {
+                            peer: core_id,
+                            outbound,
+                            rtt: None,
+                        },
+                    );
+                }
+            }
+            LinkEvent::OpenFailed(peer, id, reason) => {
+                if !self.link_is(&peer, id) {
+                    return;
+                }
+                debug!(%peer, %reason, "cannot open streams");
+                let up = self.links.get(&peer).is_some_and(|l| l.up);
+                self.links.remove(&peer);
+                let core_id = self.ids.core(peer);
+                if up {
+                    self.core.handle(now(), Input::PeerDown(core_id));
+                } else {
+                    self.core.handle(now(), Input::ConnectFailed(core_id));
+                }
+            }
+            LinkEvent::WriteFailed(peer, id, reason) | LinkEvent::Closed(peer, id, reason) => {
+                if self.link_is(&peer, id) {
+                    self.peer_down(peer, &reason);
+                }
+            }
+            LinkEvent::Invalid(peer, id, reason) => {
+                if self.link_is(&peer, id) || !self.banned.contains_key(&peer) {
+                    self.ban(peer, &reason);
+                }
+            }
+            LinkEvent::Control(peer, id, msg) => {
+                if self.link_is(&peer, id) {
+                    let peer = self.ids.core(peer);
+                    self.core.handle(now(), Input::Control { peer, msg });
+                }
+            }
+            LinkEvent::Manifest(peer, id, manifest) => {
+                if self.link_is(&peer, id) {
+                    let from = Some(self.ids.core(peer));
+                    self.core.handle(now(), Input::Manifest { from, manifest });
+                }
+            }
+            LinkEvent::ChunkHeader(peer, id, meta, len) => {
+                if self.link_is(&peer, id) {
+                    let peer = self.ids.core(peer);
+                    self.core
+                        .handle(now(), Input::ChunkIncoming { peer, meta, len });
+                }
+            }
+            LinkEvent::Chunk(peer, id, chunk) => {
+                // A verified chunk is useful even if its link closed meanwhile.
+                if self.banned.contains_key(&peer) {
+                    return;
+                }
+                let from = self.link_is(&peer, id).then(|| self.ids.core(peer));
+                self.core.handle(now(), Input::Chunk { from, chunk });
+            }
+        }
+    }
+
+    fn peer_down(&mut self, peer: PeerId, reason: &str) {
+        if let Some(link) = self.links.remove(&peer) {
+            debug!(%peer, %reason, "neighbour gone");
+            if link.up {
+                let id = self.ids.core(peer);
+                self.core.handle(now(), Input::PeerDown(id));
+            }
+        }
+    }
+
+    fn ban(&mut self, peer: PeerId, reason: &str) {
+        warn!(%peer, %reason, "peer sent invalid data; disconnected and kept out");
+        self.metrics.chunks_rejected.inc();
+        self.peer_down(peer, reason);
+        self.banned.insert(peer, Instant::now() + self.ban_duration);
+        self.swarm.behaviour_mut().blocked.block_peer(peer);
+        self.metrics.banned.set(self.banned.len() as i64);
+    }
+
+    /// Carries out everything the core asked for.
+    fn drain(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Control { peer, msg } => {
+                    self.send_frame(peer, Frame::Control(msg).encode());
+                }
+                Output::Manifest { peer, manifest } => {
+                    self.send_frame(peer, Frame::encode_manifest(&manifest));
+                }
+                Output::Chunk { peer, chunk } => {
+                    if let Some(p) = self.ids.p2p(peer)
+                        && let Some(link) = self.links.get(&p)
+                    {
+                        link.data.push(chunk);
+                    }
+                }
+                Output::Abort { peer, id } => {
+                    if let Some(p) = self.ids.p2p(peer)
+                        && let Some(link) = self.links.get(&p)
+                    {
+                        link.data.abort(id);
+                    }
+                }
+                Output::Connect(peer) => self.connect(peer),
+                Output::Disconnect(peer) => {
+                    if let Some(p) = self.ids.p2p(peer) {
+                        // Dropping the link closes our streams once the queued frames (a
+                        // goodbye) are out; the peer sees its inbound streams end.
+                        if let Some(mut link) = self.links.remove(&p) {
+                            // Let the writer finish: detach it from the link's abort list.
+                            if !link.tasks.is_empty() {
+                                drop(link.tasks.remove(0));
+                            }
+                        }
+                    }
+                }
+                Output::Deliver(chunk) => self.deliver(chunk),
+                Output::WantPeers(n) => {
+                    self.wanted = n;
+                    self.lookup_providers();
+                }
+            }
+        }
+        let manifest = self.core.manifest();
+        let changed = match (&*self.manifest.borrow(), manifest) {
+            (None, Some(_)) => true,
+            (Some(a), Some(b)) => a.encoded() != b.encoded(),
+            _ => false,
+        };
+        if changed && let Some(m) = manifest.cloned() {
+            self.target_latency_us = u64::from(m.content().target_latency_us);
+            self.manifest.send_replace(Some(m));
+        }
+        if self.core.footprint().neighbours >= self.core.config().min_neighbours {
+            self.wanted = 0;
+        }
+        self.metrics
+            .neighbours
+            .set(self.core.footprint().neighbours as i64);
+        self.metrics.sync_core(self.core.stats());
+    }
+
+    fn send_frame(&mut self, peer: fjord_core::PeerId, frame: Bytes) {
+        let Some(p) = self.ids.p2p(peer) else { return };
+        let full = match self.links.get(&p) {
+            Some(link) => link.frames.try_send(frame).is_err(),
+            None => false,
+        };
+        if full {
+            // A peer whose control queue is full has stopped reading.
+            self.peer_down(p, "control queue full");
+        }
+    }
+
+    fn connect(&mut self, peer: fjord_core::PeerId) {
+        let Some(p) = self.ids.p2p(peer) else {
+            self.core.handle(now(), Input::ConnectFailed(peer));
+            return;
+        };
+        if self.banned.contains_key(&p) || p == self.local_peer {
+            self.core.handle(now(), Input::ConnectFailed(peer));
+            return;
+        }
+        if self.links.contains_key(&p) {
+            return;
+        }
+        if !self.swarm.is_connected(&p) {
+            let addrs = self.book.get(&p).cloned().unwrap_or_default();
+            let opts = DialOpts::peer_id(p)
+                .addresses(addrs)
+                .extend_addresses_through_behaviour()
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                debug!(peer = %p, error = %e, "cannot dial");
+            }
+        }
+        self.new_link(p, true);
+    }
+
+    fn deliver(&mut self, chunk: Chunk) {
+        let t = now().as_micros();
+        let meta = *chunk.meta();
+        let delay = t.saturating_sub(meta.published_at_us);
+        let on_time = delay <= self.target_latency_us.max(1);
+        self.metrics
+            .delivered(meta.epoch, meta.track, meta.sequence, delay, on_time);
+        let _ = self.deliveries.send(chunk);
+    }
+}
+
+/// Whether an address is worth dialling (not a relay circuit we cannot use without a relay,
+/// not unspecified).
+fn is_usable(addr: &Multiaddr) -> bool {
+    !addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}

@@ -1,0 +1,147 @@
+//! The node's HTTP endpoints (axum), on one local listener:
+//! - `/metrics`: Prometheus text format;
+//! - `/status`: the JSON [`crate::Status`];
+//! - `/live.mp4` (with `--play`): the channel as one continuous fragmented MP4, starting at the
+//!   newest group, for VLC, mpv, ffplay (see [`crate::play`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+use crate::NodeHandle;
+use crate::play::{History, PlaySession};
+
+/// Bytes queued per playback client before it counts as stalled and is dropped.
+const CLIENT_QUEUE: usize = 256;
+/// How long a new playback client waits for the channel's manifest.
+const MANIFEST_WAIT: Duration = Duration::from_secs(15);
+
+#[derive(Clone)]
+struct App {
+    node: NodeHandle,
+    history: Option<Arc<History>>,
+}
+
+/// Serves the endpoints on `addr` until the process ends; returns the bound address.
+pub async fn serve(node: NodeHandle, addr: SocketAddr, play: bool) -> std::io::Result<SocketAddr> {
+    let history = play.then(|| crate::play::keep_history(&node));
+    let app = App { node, history };
+    let mut router = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/status", get(status));
+    if play {
+        router = router.route("/live.mp4", get(live));
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let router = router.with_state(app);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok(bound)
+}
+
+async fn metrics(State(app): State<App>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.node.metrics().render(),
+    )
+}
+
+async fn status(State(app): State<App>) -> impl IntoResponse {
+    axum::Json(app.node.status())
+}
+
+async fn live(State(app): State<App>) -> Response {
+    let Some(history) = app.history.clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let mut manifests = app.node.manifest();
+    let manifest =
+        match tokio::time::timeout(MANIFEST_WAIT, manifests.wait_for(Option::is_some)).await {
+            Ok(Ok(m)) => m.clone().expect("waited for Some"),
+            _ => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the channel has not started here yet; try again shortly\n",
+                )
+                    .into_response();
+            }
+        };
+    let (mut session, init) = match PlaySession::new(&manifest) {
+        Ok(s) => s,
+        Err(e) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot play this channel: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    // Subscribe before taking the history, so nothing falls between the two.
+    let mut rx = app.node.deliveries();
+    let held = history.snapshot();
+    let (tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CLIENT_QUEUE);
+    let epoch = manifest.content().epoch;
+    tokio::spawn(async move {
+        info!("playback client connected");
+        let now = || crate::driver::now().as_micros();
+        let mut first = vec![init];
+        first.extend(session.start(&held, now()));
+        for b in first {
+            if tx.send(Ok(b)).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let chunk = match rx.recv().await {
+                Ok(c) => c,
+                Err(RecvError::Lagged(n)) => {
+                    debug!(skipped = n, "playback client fell behind");
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            };
+            if chunk.meta().epoch > epoch {
+                // A new encoder run needs a new init segment: end this stream; players
+                // reopen the URL.
+                info!("new epoch; ending the playback stream");
+                return;
+            }
+            for b in session.offer(chunk, now()) {
+                // A client that does not keep up is dropped rather than buffered without end.
+                if tx.try_send(Ok(b)).is_err() {
+                    info!("playback client stalled or left");
+                    return;
+                }
+            }
+        }
+    });
+    let stream = futures::stream::unfold(body_rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "video/mp4"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}

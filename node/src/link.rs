@@ -1,0 +1,277 @@
+//! One neighbour link: the tasks that write our two outbound streams to a peer and read the
+//! two inbound streams it opened to us.
+//!
+//! Each side opens its own control and data streams and only writes on them, so two nodes that
+//! connect to each other at once need no tie-break. Writers drain bounded queues filled by the
+//! driver; readers decode and verify what arrives on their own task (signature checks run in
+//! parallel across links) and hand typed events to the driver over one bounded channel, which
+//! pushes back on a peer that sends faster than the node can take.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fjord_core::proto::{Control, Frame};
+use fjord_core::wire::{ChannelId, Chunk, ChunkId, ChunkMeta, Manifest, UnverifiedChunk};
+use futures::AsyncWriteExt;
+use libp2p::{PeerId, Stream};
+use tokio::sync::{Notify, mpsc};
+
+use crate::framing::{self, FramingError};
+use crate::mesh::Protocols;
+use crate::metrics::Metrics;
+
+/// Control frames queued towards one peer at most; a peer that lets this fill does not read
+/// and is dropped.
+pub const CONTROL_QUEUE: usize = 1024;
+/// Chunks queued towards one peer at most (the core's window keeps far fewer).
+pub const DATA_QUEUE: usize = 32;
+/// Time allowed to open both streams to a peer (dialling included).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Identifies one incarnation of a link, so events of a closed link are not taken for those
+/// of a newer one to the same peer.
+pub type LinkId = u64;
+
+/// What link tasks tell the driver.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// Our streams to the peer are open.
+    Opened(PeerId, LinkId),
+    /// Our streams could not be opened.
+    OpenFailed(PeerId, LinkId, String),
+    /// Writing failed: the link is broken.
+    WriteFailed(PeerId, LinkId, String),
+    /// A control message arrived.
+    Control(PeerId, LinkId, Control),
+    /// A manifest arrived and verified.
+    Manifest(PeerId, LinkId, Manifest),
+    /// A chunk's header arrived; its body follows.
+    ChunkHeader(PeerId, LinkId, ChunkMeta, usize),
+    /// A chunk arrived and verified.
+    Chunk(PeerId, LinkId, Chunk),
+    /// The peer sent something invalid.
+    Invalid(PeerId, LinkId, String),
+    /// An inbound stream ended.
+    Closed(PeerId, LinkId, String),
+}
+
+/// Chunks waiting for the data stream, which the driver can still withdraw (aborts).
+#[derive(Debug, Default)]
+pub struct DataQueue {
+    inner: Mutex<(VecDeque<Chunk>, bool)>,
+    notify: Notify,
+}
+
+impl DataQueue {
+    /// Queues a chunk; beyond [`DATA_QUEUE`] the oldest queued one is dropped (it is the
+    /// one most likely to be late by now).
+    pub fn push(&self, chunk: Chunk) {
+        let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if q.0.len() >= DATA_QUEUE {
+            q.0.pop_front();
+        }
+        q.0.push_back(chunk);
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    /// Withdraws a chunk not yet written. Returns whether it was still queued.
+    pub fn abort(&self, id: ChunkId) -> bool {
+        let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let before = q.0.len();
+        q.0.retain(|c| c.id() != id);
+        before != q.0.len()
+    }
+
+    /// No more chunks: the writer ends once the queue is empty.
+    pub fn close(&self) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.notify.notify_one();
+    }
+
+    async fn next(&self) -> Option<Chunk> {
+        loop {
+            {
+                let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(c) = q.0.pop_front() {
+                    return Some(c);
+                }
+                if q.1 {
+                    return None;
+                }
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// Everything a link task needs to know.
+#[derive(Clone)]
+pub struct LinkContext {
+    /// The channel every manifest and chunk must verify against.
+    pub channel: ChannelId,
+    /// Stream protocol names.
+    pub protocols: Protocols,
+    /// Where events go.
+    pub events: mpsc::Sender<LinkEvent>,
+    /// Byte counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Opens our two streams to `peer`, then writes what the driver queues until the control
+/// queue closes (the driver dropped the link) or a write fails.
+pub async fn write(
+    ctx: LinkContext,
+    mut control: libp2p_stream::Control,
+    peer: PeerId,
+    link: LinkId,
+    mut frames: mpsc::Receiver<Bytes>,
+    data: Arc<DataQueue>,
+) {
+    let open = async {
+        let ctl = control
+            .open_stream(peer, ctx.protocols.control.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let dat = control
+            .open_stream(peer, ctx.protocols.data.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((ctl, dat))
+    };
+    let (mut ctl, mut dat) = match tokio::time::timeout(OPEN_TIMEOUT, open).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let _ = ctx.events.send(LinkEvent::OpenFailed(peer, link, e)).await;
+            return;
+        }
+        Err(_) => {
+            let _ = ctx
+                .events
+                .send(LinkEvent::OpenFailed(peer, link, "timed out".into()))
+                .await;
+            return;
+        }
+    };
+    if ctx
+        .events
+        .send(LinkEvent::Opened(peer, link))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let metrics = ctx.metrics.clone();
+    let control_side = async {
+        while let Some(frame) = frames.recv().await {
+            framing::write_frame(&mut ctl, &frame).await?;
+            metrics.bytes_up.inc_by(4 + frame.len() as u64);
+            // Control messages are small and urgent: hand each to QUIC at once.
+            ctl.flush().await?;
+        }
+        data.close();
+        ctl.close().await
+    };
+    let data_side = async {
+        while let Some(chunk) = data.next().await {
+            framing::write_chunk(&mut dat, &chunk).await?;
+            dat.flush().await?;
+            metrics.bytes_up.inc_by(5 + chunk.len() as u64);
+        }
+        dat.close().await
+    };
+    let result = tokio::try_join!(control_side, data_side);
+    if let Err(e) = result {
+        let _ = ctx
+            .events
+            .send(LinkEvent::WriteFailed(peer, link, e.to_string()))
+            .await;
+    }
+}
+
+/// Reads the peer's control stream until it ends.
+pub async fn read_control(ctx: LinkContext, peer: PeerId, link: LinkId, mut stream: Stream) {
+    let event = loop {
+        match framing::read_control(&mut stream).await {
+            Ok(None) => break LinkEvent::Closed(peer, link, "control stream ended".into()),
+            Ok(Some(frame)) => {
+                let n = frame_len(&frame);
+                ctx.metrics.bytes_down.inc_by(n);
+                let event = match frame {
+                    Frame::Control(msg) => LinkEvent::Control(peer, link, msg),
+                    Frame::Manifest(m) => match m.verify(&ctx.channel) {
+                        Ok(m) => LinkEvent::Manifest(peer, link, m),
+                        Err(e) => break LinkEvent::Invalid(peer, link, format!("manifest: {e}")),
+                    },
+                    Frame::Chunk(_) => {
+                        break LinkEvent::Invalid(peer, link, "chunk on the control stream".into());
+                    }
+                };
+                if ctx.events.send(event).await.is_err() {
+                    return;
+                }
+            }
+            Err(FramingError::Io(e)) => break LinkEvent::Closed(peer, link, e.to_string()),
+            Err(e) => break LinkEvent::Invalid(peer, link, e.to_string()),
+        }
+    };
+    let _ = ctx.events.send(event).await;
+}
+
+fn frame_len(frame: &Frame) -> u64 {
+    5 + match frame {
+        Frame::Control(c) => c.encoded_len() as u64 - 1,
+        Frame::Manifest(m) => m.encoded().len() as u64,
+        Frame::Chunk(c) => c.len() as u64,
+    }
+}
+
+/// Reads the peer's data stream until it ends: each chunk's header is reported as soon as it
+/// arrives, the chunk once it is whole and verified.
+pub async fn read_data(ctx: LinkContext, peer: PeerId, link: LinkId, mut stream: Stream) {
+    let event = loop {
+        let incoming = match framing::read_chunk_header(&mut stream).await {
+            Ok(None) => break LinkEvent::Closed(peer, link, "data stream ended".into()),
+            Ok(Some(i)) => i,
+            Err(FramingError::Io(e)) => break LinkEvent::Closed(peer, link, e.to_string()),
+            Err(e) => break LinkEvent::Invalid(peer, link, e.to_string()),
+        };
+        if incoming.header.channel != *ctx.channel.as_bytes() {
+            break LinkEvent::Invalid(peer, link, "chunk of another channel".into());
+        }
+        let meta = incoming.header.meta;
+        let len = incoming.header.encoded_len;
+        if ctx
+            .events
+            .send(LinkEvent::ChunkHeader(peer, link, meta, len))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let bytes = match incoming.finish(&mut stream).await {
+            Ok(b) => b,
+            Err(FramingError::Io(e)) => break LinkEvent::Closed(peer, link, e.to_string()),
+            Err(e) => break LinkEvent::Invalid(peer, link, e.to_string()),
+        };
+        ctx.metrics.bytes_down.inc_by(5 + bytes.len() as u64);
+        let chunk = match UnverifiedChunk::decode(bytes) {
+            Ok(c) => match c.verify(&ctx.channel) {
+                Ok(c) => c,
+                Err(e) => break LinkEvent::Invalid(peer, link, format!("chunk: {e}")),
+            },
+            Err(e) => break LinkEvent::Invalid(peer, link, format!("chunk: {e}")),
+        };
+        if ctx
+            .events
+            .send(LinkEvent::Chunk(peer, link, chunk))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    };
+    let _ = ctx.events.send(event).await;
+}

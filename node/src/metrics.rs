@@ -1,0 +1,352 @@
+//! What a node measures: Prometheus metrics (the `prometheus-client` crate) and a JSON status
+//! for people and test harnesses.
+//!
+//! Counters that the core keeps ([`fjord_core::Stats`]) are copied here after every step of
+//! the driver; byte counters are bumped by the stream tasks themselves. Continuity is counted
+//! per track over the range of sequences a node received, from the oldest to the newest: a
+//! chunk counts as expected once chunks on both sides of it have arrived, and as on time if it
+//! arrived before its deadline.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+/// Delays kept for percentiles in the status.
+const RECENT_DELAYS: usize = 4096;
+
+/// A node's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// First copies of chunks received from peers.
+    pub chunks_received: Counter,
+    /// Chunks sent to peers.
+    pub chunks_sent: Counter,
+    /// First copies that arrived after their deadline.
+    pub chunks_late: Counter,
+    /// Copies of chunks already held.
+    pub chunks_duplicate: Counter,
+    /// Manifests and chunks that failed decoding or verification (the sender is banned).
+    pub chunks_rejected: Counter,
+    /// Bytes received on Fjord streams.
+    pub bytes_down: Counter,
+    /// Bytes sent on Fjord streams.
+    pub bytes_up: Counter,
+    /// Neighbours the core has.
+    pub neighbours: Gauge,
+    /// Chunks expected (see the module documentation).
+    pub chunks_expected: Counter,
+    /// Chunks received before their deadline.
+    pub chunks_on_time: Counter,
+    /// Continuity in parts per million (on time / expected).
+    pub continuity_ppm: Gauge,
+    /// Delay from publication to arrival, seconds.
+    pub chunk_delay: Histogram,
+    /// Peers currently kept out.
+    pub banned: Gauge,
+    state: Mutex<State>,
+    core_seen: Mutex<fjord_core::Stats>,
+    started_us: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    delays_ms: VecDeque<f64>,
+    /// Per (epoch, track): first and highest sequence received.
+    tracks: Vec<((u64, u8), u64, u64)>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Fresh metrics, registered under the `fjord_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("fjord");
+        let m = |name: &str, help: &str, registry: &mut Registry| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let chunks_received = m(
+            "chunks_received",
+            "First copies of chunks received from peers",
+            &mut registry,
+        );
+        let chunks_sent = m("chunks_sent", "Chunks sent to peers", &mut registry);
+        let chunks_late = m(
+            "chunks_late",
+            "First copies that arrived after their deadline",
+            &mut registry,
+        );
+        let chunks_duplicate = m(
+            "chunks_duplicate",
+            "Copies of chunks already held",
+            &mut registry,
+        );
+        let chunks_rejected = m(
+            "chunks_rejected",
+            "Manifests and chunks that failed decoding or verification",
+            &mut registry,
+        );
+        let bytes_down = m(
+            "bytes_down",
+            "Bytes received on Fjord streams",
+            &mut registry,
+        );
+        let bytes_up = m("bytes_up", "Bytes sent on Fjord streams", &mut registry);
+        let chunks_expected = m(
+            "chunks_expected",
+            "Chunks this node should have had since it joined",
+            &mut registry,
+        );
+        let chunks_on_time = m(
+            "chunks_on_time",
+            "Chunks received before their deadline",
+            &mut registry,
+        );
+        let neighbours = Gauge::default();
+        registry.register("neighbours", "Neighbours in the mesh", neighbours.clone());
+        let continuity_ppm = Gauge::default();
+        registry.register(
+            "continuity_ppm",
+            "Share of expected chunks received on time, parts per million",
+            continuity_ppm.clone(),
+        );
+        let banned = Gauge::default();
+        registry.register("banned_peers", "Peers kept out", banned.clone());
+        let buckets = [
+            0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0,
+        ];
+        let chunk_delay = Histogram::new(buckets);
+        registry.register(
+            "chunk_delay_seconds",
+            "Delay from publication at the origin to arrival here",
+            chunk_delay.clone(),
+        );
+        Self {
+            registry,
+            chunks_received,
+            chunks_sent,
+            chunks_late,
+            chunks_duplicate,
+            chunks_rejected,
+            bytes_down,
+            bytes_up,
+            neighbours,
+            chunks_expected,
+            chunks_on_time,
+            continuity_ppm,
+            chunk_delay,
+            banned,
+            state: Mutex::new(State::default()),
+            core_seen: Mutex::new(fjord_core::Stats::default()),
+            started_us: AtomicU64::new(0),
+        }
+    }
+
+    /// Remembers when the node started (µs since the Unix epoch), for the status.
+    pub fn set_started(&self, us: u64) {
+        self.started_us.store(us, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Copies what the core counted since the last call.
+    pub fn sync_core(&self, stats: &fjord_core::Stats) {
+        let mut seen = self.core_seen.lock().unwrap_or_else(|e| e.into_inner());
+        let delta = |new: u64, old: u64| new.saturating_sub(old);
+        self.chunks_sent
+            .inc_by(delta(stats.chunks_sent, seen.chunks_sent));
+        self.chunks_duplicate
+            .inc_by(delta(stats.duplicates, seen.duplicates));
+        *seen = stats.clone();
+    }
+
+    /// A chunk newly complete here: `delay_us` after publication, `on_time` if before its
+    /// deadline. `local` chunks (published by this node) count for continuity only.
+    pub fn delivered(&self, epoch: u64, track: u8, sequence: u64, delay_us: u64, on_time: bool) {
+        self.chunks_received.inc();
+        if !on_time {
+            self.chunks_late.inc();
+        }
+        let delay_s = delay_us as f64 / 1e6;
+        self.chunk_delay.observe(delay_s);
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.delays_ms.len() == RECENT_DELAYS {
+            st.delays_ms.pop_front();
+        }
+        st.delays_ms.push_back(delay_us as f64 / 1000.0);
+        let key = (epoch, track);
+        match st.tracks.iter_mut().find(|(k, _, _)| *k == key) {
+            Some((_, first, highest)) => {
+                if sequence > *highest {
+                    self.chunks_expected.inc_by(sequence - *highest);
+                    *highest = sequence;
+                } else if sequence < *first {
+                    // An older chunk a neighbour still had: the range grows backwards.
+                    self.chunks_expected.inc_by(*first - sequence);
+                    *first = sequence;
+                }
+            }
+            None => {
+                // Bounded: a track list per epoch; old epochs are dropped.
+                st.tracks.retain(|((e, _), _, _)| *e >= epoch);
+                if st.tracks.len() < 64 {
+                    st.tracks.push((key, sequence, sequence));
+                }
+                self.chunks_expected.inc();
+            }
+        }
+        if on_time {
+            self.chunks_on_time.inc();
+        }
+        let expected = self.chunks_expected.get().max(1);
+        let ppm = self.chunks_on_time.get().min(expected) * 1_000_000 / expected;
+        self.continuity_ppm.set(ppm as i64);
+    }
+
+    /// A snapshot for the JSON status.
+    pub fn status(&self) -> StatusCounters {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut d: Vec<f64> = st.delays_ms.iter().copied().collect();
+        d.sort_by(f64::total_cmp);
+        let q = |q: f64| (!d.is_empty()).then(|| d[((d.len() - 1) as f64 * q).round() as usize]);
+        let expected = self.chunks_expected.get();
+        StatusCounters {
+            started_us: self.started_us.load(Ordering::Relaxed),
+            chunks_received: self.chunks_received.get(),
+            chunks_sent: self.chunks_sent.get(),
+            chunks_late: self.chunks_late.get(),
+            chunks_duplicate: self.chunks_duplicate.get(),
+            chunks_rejected: self.chunks_rejected.get(),
+            chunks_expected: expected,
+            chunks_on_time: self.chunks_on_time.get(),
+            continuity: if expected == 0 {
+                None
+            } else {
+                Some(self.chunks_on_time.get().min(expected) as f64 / expected as f64)
+            },
+            bytes_up: self.bytes_up.get(),
+            bytes_down: self.bytes_down.get(),
+            neighbours: self.neighbours.get().max(0) as u64,
+            banned: self.banned.get().max(0) as u64,
+            delay_ms_p50: q(0.5),
+            delay_ms_p95: q(0.95),
+            delay_ms_p99: q(0.99),
+            delay_ms_max: q(1.0),
+            tracks: st
+                .tracks
+                .iter()
+                .map(|((epoch, track), first, highest)| TrackProgress {
+                    epoch: *epoch,
+                    track: *track,
+                    first: *first,
+                    highest: *highest,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Where a node stands on one track.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct TrackProgress {
+    /// The epoch.
+    pub epoch: u64,
+    /// The track id.
+    pub track: u8,
+    /// First sequence received.
+    pub first: u64,
+    /// Highest sequence received.
+    pub highest: u64,
+}
+
+/// Counters and delay percentiles, as served in the JSON status.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct StatusCounters {
+    /// When the node started, µs since the Unix epoch.
+    pub started_us: u64,
+    /// First copies of chunks received.
+    pub chunks_received: u64,
+    /// Chunks sent.
+    pub chunks_sent: u64,
+    /// First copies received late.
+    pub chunks_late: u64,
+    /// Duplicate copies received.
+    pub chunks_duplicate: u64,
+    /// Invalid manifests and chunks received.
+    pub chunks_rejected: u64,
+    /// Chunks expected since joining.
+    pub chunks_expected: u64,
+    /// Chunks received on time.
+    pub chunks_on_time: u64,
+    /// On time / expected, once anything is expected.
+    pub continuity: Option<f64>,
+    /// Bytes sent on Fjord streams.
+    pub bytes_up: u64,
+    /// Bytes received on Fjord streams.
+    pub bytes_down: u64,
+    /// Current neighbours.
+    pub neighbours: u64,
+    /// Peers kept out.
+    pub banned: u64,
+    /// Delay from publication, recent chunks, ms.
+    pub delay_ms_p50: Option<f64>,
+    /// 95th percentile.
+    pub delay_ms_p95: Option<f64>,
+    /// 99th percentile.
+    pub delay_ms_p99: Option<f64>,
+    /// Largest.
+    pub delay_ms_max: Option<f64>,
+    /// Progress per track.
+    pub tracks: Vec<TrackProgress>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continuity_counts_gaps_as_expected_and_renders() {
+        let m = Metrics::new();
+        m.delivered(1, 0, 10, 100_000, true);
+        m.delivered(1, 0, 11, 100_000, true);
+        m.delivered(1, 0, 13, 100_000, true); // 12 missing so far
+        let s = m.status();
+        assert_eq!((s.chunks_expected, s.chunks_on_time), (4, 3));
+        m.delivered(1, 0, 12, 4_000_000, false); // arrives late
+        let s = m.status();
+        assert_eq!(
+            (s.chunks_expected, s.chunks_on_time, s.chunks_late),
+            (4, 3, 1)
+        );
+        assert_eq!(s.continuity, Some(0.75));
+        assert_eq!(s.delay_ms_p50, Some(100.0));
+        assert_eq!(s.tracks[0].first, 10);
+        assert_eq!(s.delay_ms_max, Some(4000.0));
+        let text = m.render();
+        assert!(text.contains("fjord_chunks_on_time_total 3"), "{text}");
+        assert!(text.contains("fjord_chunk_delay_seconds_bucket"), "{text}");
+    }
+}
