@@ -20,6 +20,8 @@ use serde::Serialize;
 
 /// Delays kept for percentiles in the status.
 const RECENT_DELAYS: usize = 4096;
+/// Sequences kept per track that did not arrive on time (the most recent).
+const RECENT_MISSING: usize = 256;
 
 /// A node's metrics.
 pub struct Metrics {
@@ -58,8 +60,24 @@ pub struct Metrics {
 #[derive(Default)]
 struct State {
     delays_ms: VecDeque<f64>,
-    /// Per (epoch, track): first and highest sequence received.
-    tracks: Vec<((u64, u8), u64, u64)>,
+    /// Per (epoch, track): first and highest sequence received, and the recent sequences in
+    /// between that did not arrive on time.
+    tracks: Vec<TrackState>,
+}
+
+struct TrackState {
+    key: (u64, u8),
+    first: u64,
+    highest: u64,
+    missing: std::collections::BTreeSet<u64>,
+}
+
+impl TrackState {
+    fn trim(&mut self) {
+        while self.missing.len() > RECENT_MISSING {
+            self.missing.pop_first();
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -101,7 +119,7 @@ impl Metrics {
         );
         let chunks_rejected = m(
             "chunks_rejected",
-            "Manifests and chunks that failed decoding or verification",
+            "Frames (manifests, chunks, control) that failed decoding or verification; the sender is banned",
             &mut registry,
         );
         let bytes_down = m(
@@ -198,22 +216,42 @@ impl Metrics {
         }
         st.delays_ms.push_back(delay_us as f64 / 1000.0);
         let key = (epoch, track);
-        match st.tracks.iter_mut().find(|(k, _, _)| *k == key) {
-            Some((_, first, highest)) => {
-                if sequence > *highest {
-                    self.chunks_expected.inc_by(sequence - *highest);
-                    *highest = sequence;
-                } else if sequence < *first {
+        match st.tracks.iter_mut().find(|t| t.key == key) {
+            Some(t) => {
+                if sequence > t.highest {
+                    self.chunks_expected.inc_by(sequence - t.highest);
+                    // Bounded: only the most recent gaps are remembered.
+                    let from = (t.highest + 1).max(sequence.saturating_sub(RECENT_MISSING as u64));
+                    t.missing.extend(from..sequence);
+                    t.highest = sequence;
+                } else if sequence < t.first {
                     // An older chunk a neighbour still had: the range grows backwards.
-                    self.chunks_expected.inc_by(*first - sequence);
-                    *first = sequence;
+                    self.chunks_expected.inc_by(t.first - sequence);
+                    let to = t.first.min(sequence + RECENT_MISSING as u64);
+                    t.missing.extend(sequence + 1..to);
+                    t.first = sequence;
+                } else if on_time {
+                    t.missing.remove(&sequence);
                 }
+                if !on_time {
+                    t.missing.insert(sequence);
+                }
+                t.trim();
             }
             None => {
                 // Bounded: a track list per epoch; old epochs are dropped.
-                st.tracks.retain(|((e, _), _, _)| *e >= epoch);
+                st.tracks.retain(|t| t.key.0 >= epoch);
                 if st.tracks.len() < 64 {
-                    st.tracks.push((key, sequence, sequence));
+                    let mut missing = std::collections::BTreeSet::new();
+                    if !on_time {
+                        missing.insert(sequence);
+                    }
+                    st.tracks.push(TrackState {
+                        key,
+                        first: sequence,
+                        highest: sequence,
+                        missing,
+                    });
                 }
                 self.chunks_expected.inc();
             }
@@ -258,11 +296,12 @@ impl Metrics {
             tracks: st
                 .tracks
                 .iter()
-                .map(|((epoch, track), first, highest)| TrackProgress {
-                    epoch: *epoch,
-                    track: *track,
-                    first: *first,
-                    highest: *highest,
+                .map(|t| TrackProgress {
+                    epoch: t.key.0,
+                    track: t.key.1,
+                    first: t.first,
+                    highest: t.highest,
+                    missing: t.missing.iter().copied().collect(),
                 })
                 .collect(),
         }
@@ -280,6 +319,9 @@ pub struct TrackProgress {
     pub first: u64,
     /// Highest sequence received.
     pub highest: u64,
+    /// The most recent sequences between `first` and `highest` not received on time (late,
+    /// or not yet arrived).
+    pub missing: Vec<u64>,
 }
 
 /// Counters and delay percentiles, as served in the JSON status.
@@ -344,6 +386,7 @@ mod tests {
         assert_eq!(s.continuity, Some(0.75));
         assert_eq!(s.delay_ms_p50, Some(100.0));
         assert_eq!(s.tracks[0].first, 10);
+        assert_eq!(s.tracks[0].missing, vec![12]);
         assert_eq!(s.delay_ms_max, Some(4000.0));
         let text = m.render();
         assert!(text.contains("fjord_chunks_on_time_total 3"), "{text}");

@@ -222,7 +222,11 @@ impl Node {
         if active == 0 {
             return None;
         }
-        let mut best: Option<(u64, usize, u64, u64)> = None;
+        // (publication time, size, track, seq, eligible neighbours): the newest chunk wins;
+        // between chunks published together (a video and an audio chunk of the same
+        // instant) the smaller goes first, since it delays the other least. Without that tie
+        // rule a saturated origin starved audio: the video chunk of the same instant always won.
+        let mut best: Option<(u64, usize, usize, u64, u64)> = None;
         for (t, store) in self.tracks.iter().enumerate() {
             for s in store.newest_first() {
                 let Some(chunk) = &s.chunk else {
@@ -231,7 +235,9 @@ impl Node {
                 let published = chunk.meta().published_at_us;
                 if now.saturating_since(Time::from_micros(published)) > max_age
                     || now >= s.deadline
-                    || best.is_some_and(|b| b.0 >= published)
+                    || best.is_some_and(|b| {
+                        (b.0, std::cmp::Reverse(b.1)) >= (published, std::cmp::Reverse(chunk.len()))
+                    })
                 {
                     break;
                 }
@@ -245,12 +251,12 @@ impl Node {
                     })
                     .fold(0u64, |m, j| m | 1 << j);
                 if eligible != 0 {
-                    best = Some((published, t, s.seq, eligible));
+                    best = Some((published, chunk.len(), t, s.seq, eligible));
                     break;
                 }
             }
         }
-        let (_, t, seq, eligible) = best?;
+        let (_, _, t, seq, eligible) = best?;
         let neighbours = &self.neighbours;
         let chosen = self.rng.draw(eligible, |j| {
             neighbours.get(j).map_or(0.0, |n| n.onward.max(0.01))

@@ -1,0 +1,143 @@
+//! The mesh on loopback: an origin and ten real `fjord-node` processes. Every node must get
+//! at least 99.9% of the chunks before their deadline; then three are killed (SIGKILL, no
+//! goodbye) and the others must keep at least 99%.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Origin, Viewer, percentile, wait_until};
+use fjord_node::Status;
+
+const VIEWERS: usize = 10;
+const KILLED: usize = 3;
+const PHASE: Duration = Duration::from_secs(20);
+
+/// Chunks of `[from, to]` (both tracks) that did not arrive on time at this node.
+fn misses(status: &Status, from: u64, to: u64) -> u64 {
+    let mut n = 0;
+    for t in &status.counters.tracks {
+        // Sequences the node never saw the range of are missed too.
+        n += t.first.saturating_sub(from).min(to - from + 1);
+        n += to.saturating_sub(t.highest.max(from.saturating_sub(1)));
+        n += t
+            .missing
+            .iter()
+            .filter(|s| (from..=to).contains(*s))
+            .count() as u64;
+    }
+    assert_eq!(status.counters.tracks.len(), 2, "both tracks arrive");
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_nodes_get_every_chunk_in_time_and_survive_three_crashes() {
+    let origin = Origin::start(11).await;
+    let boot = origin.bootstrap();
+    let channel = origin.channel();
+    let mut viewers: Vec<Viewer> = (0..VIEWERS)
+        .map(|_| Viewer::start(&channel, &boot, &["--upload", "5M"]))
+        .collect();
+    wait_until(Duration::from_secs(30), "every viewer receiving", || {
+        viewers.iter().all(|v| {
+            v.status()
+                .is_some_and(|s| s.counters.chunks_received > 10 && s.counters.neighbours > 0)
+        })
+    })
+    .await;
+    // Phase 1 starts with the next chunk published.
+    let start = origin.last_sequence().unwrap() + 1;
+    tokio::time::sleep(PHASE).await;
+    let kill_at = origin.last_sequence().unwrap();
+    // The victims' own phase 1 ends with chunks whose deadline has passed.
+    let victims_end = kill_at - (u64::from(common::TARGET_LATENCY_US) / common::CHUNK_US) - 1;
+    let victims: Vec<Status> = viewers[..KILLED]
+        .iter()
+        .map(|v| v.status().unwrap())
+        .collect();
+    for v in &mut viewers[..KILLED] {
+        v.kill();
+    }
+    tokio::time::sleep(PHASE).await;
+    let end = origin.last_sequence().unwrap();
+    origin.stop_publishing();
+    // Every deadline passes.
+    tokio::time::sleep(
+        Duration::from_micros(u64::from(common::TARGET_LATENCY_US)) + Duration::from_millis(500),
+    )
+    .await;
+    let survivors: Vec<Status> = viewers[KILLED..]
+        .iter()
+        .map(|v| v.status().unwrap())
+        .collect();
+
+    let mut worst1 = 1.0f64;
+    let mut worst2 = 1.0f64;
+    let (mut p50, mut p95, mut p99) = (Vec::new(), Vec::new(), Vec::new());
+    eprintln!("node  phase-1 continuity  phase-2 continuity  delay p50/p95/p99 ms  neighbours");
+    for (i, s) in victims.iter().chain(survivors.iter()).enumerate() {
+        let killed = i < KILLED;
+        let end1 = if killed { victims_end } else { kill_at };
+        let n1 = 2 * (end1 - start + 1);
+        let c1 = 1.0 - misses(s, start, end1) as f64 / n1 as f64;
+        worst1 = worst1.min(c1);
+        let c2 = if killed {
+            None
+        } else {
+            let n2 = 2 * (end - kill_at);
+            let c = 1.0 - misses(s, kill_at + 1, end) as f64 / n2 as f64;
+            worst2 = worst2.min(c);
+            Some(c)
+        };
+        p50.push(s.counters.delay_ms_p50.unwrap());
+        p95.push(s.counters.delay_ms_p95.unwrap());
+        p99.push(s.counters.delay_ms_p99.unwrap());
+        eprintln!(
+            "{i:>4}  {:>17.3}%  {:>18}  {:.0}/{:.0}/{:.0}  {}{}",
+            c1 * 100.0,
+            c2.map_or("killed".into(), |c| format!("{:.3}%", c * 100.0)),
+            s.counters.delay_ms_p50.unwrap(),
+            s.counters.delay_ms_p95.unwrap(),
+            s.counters.delay_ms_p99.unwrap(),
+            s.counters.neighbours,
+            if s.counters.chunks_rejected > 0 {
+                "  (rejected!)"
+            } else {
+                ""
+            },
+        );
+    }
+    eprintln!(
+        "chunk delay over nodes: median of p50 {:.0} ms, median of p95 {:.0} ms, worst p99 {:.0} ms",
+        percentile(&mut p50, 0.5),
+        percentile(&mut p95, 0.5),
+        percentile(&mut p99, 1.0)
+    );
+    eprintln!(
+        "phase 1 (all {VIEWERS} nodes, sequences {start}..={kill_at}): worst continuity {:.3}%",
+        worst1 * 100.0
+    );
+    eprintln!(
+        "phase 2 (after {KILLED} were killed, {}..={end}): worst continuity {:.3}%",
+        kill_at + 1,
+        worst2 * 100.0
+    );
+    for s in victims.iter().chain(survivors.iter()) {
+        let m: Vec<_> = s
+            .counters
+            .tracks
+            .iter()
+            .map(|t| (t.track, t.first, t.highest, &t.missing))
+            .collect();
+        eprintln!("{m:?}");
+    }
+    assert!(
+        worst1 >= 0.999,
+        "every node at least 99.9% before the kills"
+    );
+    assert!(worst2 >= 0.99, "the survivors at least 99% after the kills");
+    assert!(
+        survivors.iter().all(|s| s.counters.chunks_rejected == 0),
+        "honest peers send nothing invalid"
+    );
+}
