@@ -242,15 +242,45 @@ fn summary_field(summary: &str, name: &str) -> u64 {
         .unwrap()
 }
 
-/// Pushes a clip with the real ffmpeg client at real time; waits for it to finish.
+/// Pushes a clip with the real ffmpeg client at real time; waits for it to finish. The
+/// encoder logs that it waits for a sender just before FFmpeg opens the listening socket, so a
+/// push that finds nobody listening yet (refused, nothing sent) is tried again.
 fn push(clip: &str, format: &str, url: &str) {
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-re", "-i"])
-        .arg(clips().join(clip))
-        .args(["-c", "copy", "-f", format, url])
-        .status()
-        .unwrap();
-    assert!(status.success(), "ffmpeg push to {url} failed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new("ffmpeg")
+            .args(["-v", "error", "-re", "-i"])
+            .arg(clips().join(clip))
+            .args(["-c", "copy", "-f", format, url])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("Connection refused") && Instant::now() < deadline,
+            "ffmpeg push to {url} failed: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Connects to a TCP listener that may not be listening yet.
+fn connect(port: u16) -> std::net::TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => return s,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot connect to the encoder's port: {e}"),
+        }
+    }
 }
 
 #[test]
@@ -304,7 +334,7 @@ fn rtmp_sender_delivers_every_frame_and_garbage_does_not_stop_the_encoder() {
     let enc = Encoder::start(&format!("rtmp://127.0.0.1:{port}/live/test"), &[]);
     enc.wait_for("waiting for a sender");
     // Someone connects and sends nonsense instead of an RTMP handshake.
-    let mut garbage = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut garbage = connect(port);
     garbage.write_all(&[0x42; 4096]).unwrap();
     drop(garbage);
     enc.wait_for("could not understand");

@@ -1,0 +1,311 @@
+//! Loopback fan-out benchmark: an origin in this process pushes a synthetic signed stream to
+//! N `fjord-node watch` processes that keep it as their only neighbour, and reports
+//! - CPU seconds per delivered Gbit (this process and the viewers together, from /proc),
+//! - per-hop latency (publication to arrival at a viewer) p50 and p99,
+//! - the viewers' resident memory.
+//!
+//! ```sh
+//! cargo build --release -p fjord-node --bins --examples
+//! target/release/examples/fanout --rate 5M --viewers 8 --secs 20
+//! ```
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use clap::Parser;
+use fjord_node::core::proto::Role;
+use fjord_node::core::wire::{
+    ChannelKey, ChunkFlags, ChunkMeta, ManifestContent, Track, TrackKind,
+};
+use fjord_node::{NodeConfig, Status, units};
+
+/// Loopback fan-out benchmark of the Fjord node.
+#[derive(Parser)]
+struct Args {
+    /// Stream rate (bit/s; k, M, G suffixes).
+    #[arg(long, default_value = "5M", value_parser = units::parse_rate)]
+    rate: u64,
+    /// Viewer processes (the fan-out).
+    #[arg(long, default_value_t = 8)]
+    viewers: usize,
+    /// Seconds measured, after a warm-up of 5 s.
+    #[arg(long, default_value_t = 20)]
+    secs: u64,
+    /// The origin's upload cap: high by default, so that per-hop latency is the node's and
+    /// the transport's, not the pacing of eight copies.
+    #[arg(long, default_value = "1G", value_parser = units::parse_rate)]
+    origin_upload: u64,
+    /// Chunk duration in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    chunk_ms: u64,
+}
+
+/// CPU seconds (user + system) of a process, from /proc/<pid>/stat.
+fn cpu_seconds(pid: &str) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat.rsplit_once(')').context("stat format")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmRSS value")?
+        .parse()?)
+}
+
+fn http_get(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/')?;
+    let mut s = TcpStream::connect(host).ok()?;
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+}
+
+struct Viewer {
+    child: Child,
+    status_url: String,
+}
+
+impl Viewer {
+    fn status(&self) -> Option<Status> {
+        serde_json::from_str(&http_get(&self.status_url)?).ok()
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let exe = std::env::current_exe()?;
+    let node_bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("fjord-node"))
+        .context("locate fjord-node")?;
+    if !node_bin.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p fjord-node --bins --examples`",
+            node_bin.display()
+        );
+    }
+    let key = ChannelKey::from_seed(&[42; 32]);
+    let video = args.rate * 95 / 100;
+    let audio = args.rate - video;
+    let mut config = NodeConfig::viewer(key.channel_id(), args.origin_upload);
+    config.role = Role::Origin;
+    config.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse()?];
+    config.mesh.mdns = false;
+    config.max_neighbours = Some(args.viewers);
+    let origin = fjord_node::start(config).await?;
+    let boot = origin.listen_addrs()[0].to_string();
+    let channel = key.channel_id().to_string();
+    let mut viewers = Vec::new();
+    for _ in 0..args.viewers {
+        let mut child = Command::new(&node_bin)
+            .args(["watch", &channel, "--bootstrap", &boot, "--no-mdns"])
+            .args([
+                "--listen",
+                "/ip4/127.0.0.1/udp/0/quic-v1",
+                "--http",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--neighbours",
+                "1",
+                "--status-interval",
+                "0",
+                "--upload",
+                "1M",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let status_url = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("status: ").map(str::to_owned))
+            .context("viewer status URL")?;
+        std::thread::spawn(move || for _ in lines {});
+        viewers.push(Viewer { child, status_url });
+    }
+    let epoch = fjord_node::driver::now().as_micros();
+    let chunk_us = args.chunk_ms * 1000;
+    let content = ManifestContent {
+        epoch,
+        name: "fanout".into(),
+        issued_at_us: epoch,
+        chunk_duration_us: chunk_us as u32,
+        group_duration_us: 5 * chunk_us as u32,
+        target_latency_us: 3_000_000,
+        tracks: vec![
+            Track {
+                id: 0,
+                kind: TrackKind::Video,
+                codec: "avc1.42c01e".into(),
+                timescale: 90_000,
+                bitrate: video as u32,
+                init_segment: Bytes::from_static(b"v"),
+            },
+            Track {
+                id: 1,
+                kind: TrackKind::Audio,
+                codec: "mp4a.40.2".into(),
+                timescale: 48_000,
+                bitrate: audio as u32,
+                init_segment: Bytes::from_static(b"a"),
+            },
+        ],
+    };
+    origin
+        .publish_manifest(key.sign_manifest(&content)?)
+        .await?;
+    // Payloads are made once: the benchmark measures the node, not a random generator.
+    let payloads: Vec<Vec<u8>> = [video, audio]
+        .iter()
+        .map(|bps| {
+            (0..(bps * chunk_us / 8_000_000) as usize)
+                .map(|i| (i * 31 % 251) as u8)
+                .collect()
+        })
+        .collect();
+    let publisher = {
+        let origin = origin.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_micros(chunk_us));
+            for seq in 0u64.. {
+                tick.tick().await;
+                let now = fjord_node::driver::now().as_micros();
+                for (track, payload) in payloads.iter().enumerate() {
+                    let meta = ChunkMeta {
+                        epoch,
+                        track: track as u8,
+                        sequence: seq,
+                        flags: if seq.is_multiple_of(5) {
+                            ChunkFlags::GROUP_START | ChunkFlags::INDEPENDENT
+                        } else {
+                            ChunkFlags::INDEPENDENT
+                        },
+                        timestamp: seq,
+                        duration: 1,
+                        published_at_us: now,
+                    };
+                    let chunk = key.sign_chunk(&meta, payload).expect("within limits");
+                    if origin.publish_chunk(chunk).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    let warmup = Instant::now() + Duration::from_secs(30);
+    while !viewers
+        .iter()
+        .all(|v| v.status().is_some_and(|s| s.counters.chunks_received > 5))
+    {
+        if Instant::now() > warmup {
+            bail!("viewers did not start receiving within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let pids: Vec<String> = std::iter::once("self".to_owned())
+        .chain(viewers.iter().map(|v| v.child.id().to_string()))
+        .collect();
+    let cpu = |pids: &[String]| -> Result<(f64, f64)> {
+        let own = cpu_seconds(&pids[0])?;
+        let mut all = own;
+        for p in &pids[1..] {
+            all += cpu_seconds(p)?;
+        }
+        Ok((own, all))
+    };
+    let before: Vec<Status> = viewers.iter().filter_map(Viewer::status).collect();
+    let (own0, all0) = cpu(&pids)?;
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.secs)).await;
+    let (own1, all1) = cpu(&pids)?;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let after: Vec<Status> = viewers.iter().filter_map(Viewer::status).collect();
+    publisher.abort();
+    if before.len() != viewers.len() || after.len() != viewers.len() {
+        bail!("a viewer stopped answering");
+    }
+    let delivered_bits: u64 = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| (a.counters.bytes_down - b.counters.bytes_down) * 8)
+        .sum();
+    let gbit = delivered_bits as f64 / 1e9;
+    let mut p50: Vec<f64> = after
+        .iter()
+        .filter_map(|s| s.counters.delay_ms_p50)
+        .collect();
+    let mut p99: Vec<f64> = after
+        .iter()
+        .filter_map(|s| s.counters.delay_ms_p99)
+        .collect();
+    p50.sort_by(f64::total_cmp);
+    p99.sort_by(f64::total_cmp);
+    let rss: Vec<u64> = viewers
+        .iter()
+        .map(|v| rss_kib(v.child.id()).unwrap_or(0))
+        .collect();
+    let continuity: Vec<f64> = after.iter().filter_map(|s| s.counters.continuity).collect();
+    println!(
+        "fan-out {} viewers at {:.1} Mbit/s for {elapsed:.1} s: delivered {:.3} Gbit ({:.0} Mbit/s)",
+        args.viewers,
+        args.rate as f64 / 1e6,
+        gbit,
+        delivered_bits as f64 / elapsed / 1e6
+    );
+    println!(
+        "CPU: {:.2} CPU-s per delivered Gbit in all ({:.2} sender, {:.2} receivers)",
+        (all1 - all0) / gbit,
+        (own1 - own0) / gbit,
+        ((all1 - all0) - (own1 - own0)) / gbit
+    );
+    println!(
+        "per-hop delay (publication to arrival), median over viewers: p50 {:.1} ms, p99 {:.1} ms (worst viewer p99 {:.1} ms)",
+        p50[p50.len() / 2],
+        p99[p99.len() / 2],
+        p99[p99.len() - 1]
+    );
+    println!(
+        "viewer resident memory: median {} KiB, max {} KiB; continuity min {:.4}",
+        {
+            let mut r = rss.clone();
+            r.sort_unstable();
+            r[r.len() / 2]
+        },
+        rss.iter().max().copied().unwrap_or(0),
+        continuity.iter().copied().fold(1.0, f64::min)
+    );
+    origin.shutdown().await;
+    Ok(())
+}
