@@ -75,6 +75,10 @@ pub struct NodeConfig {
     pub seed: u64,
     /// How long a peer that sent invalid data is kept out.
     pub ban_duration: Duration,
+    /// Find peers through the DHT (and announce this node there). Without it the node only
+    /// ever links to its bootstrap peers and to peers that dial it: a fixed topology, for
+    /// private relay chains and benchmarks.
+    pub discovery: bool,
 }
 
 impl NodeConfig {
@@ -96,6 +100,7 @@ impl NodeConfig {
             keypair,
             seed: u64::from_le_bytes(seed),
             ban_duration: Duration::from_secs(600),
+            discovery: true,
         }
     }
 
@@ -220,12 +225,18 @@ impl NodeHandle {
 
     /// Where the node stands.
     pub fn status(&self) -> Status {
+        self.status_since(0)
+    }
+
+    /// Where the node stands, with delay percentiles over chunks published at or after
+    /// `since_us` (µs since the Unix epoch).
+    pub fn status_since(&self, since_us: u64) -> Status {
         Status {
             peer_id: self.peer_id.to_string(),
             channel: self.channel.to_string(),
             role: format!("{:?}", self.role).to_lowercase(),
             listen: self.listen.iter().map(ToString::to_string).collect(),
-            counters: self.metrics.status(),
+            counters: self.metrics.status(since_us),
         }
     }
 
@@ -351,6 +362,8 @@ struct Driver {
     banned: HashMap<PeerId, Instant>,
     ban_duration: Duration,
     provider_key: kad::RecordKey,
+    discovery: bool,
+    bootstrap: Vec<PeerId>,
     last_lookup: Option<Instant>,
     wanted: usize,
     metrics: Arc<Metrics>,
@@ -432,10 +445,11 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, StartError> {
         }
     }
     let provider_key = mesh::channel_key(&config.channel);
-    if let Err(e) = swarm
-        .behaviour_mut()
-        .kad
-        .start_providing(provider_key.clone())
+    if config.discovery
+        && let Err(e) = swarm
+            .behaviour_mut()
+            .kad
+            .start_providing(provider_key.clone())
     {
         warn!(error = %e, "cannot announce the channel in the DHT");
     }
@@ -476,6 +490,8 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, StartError> {
         banned: HashMap::new(),
         ban_duration: config.ban_duration,
         provider_key,
+        discovery: config.discovery,
+        bootstrap: config.bootstrap.iter().filter_map(mesh::peer_of).collect(),
         last_lookup: None,
         wanted: 0,
         metrics: metrics.clone(),
@@ -602,6 +618,11 @@ impl Driver {
             return;
         }
         self.last_lookup = Some(Instant::now());
+        if !self.discovery {
+            let again = self.bootstrap.clone();
+            self.offer(again);
+            return;
+        }
         self.swarm
             .behaviour_mut()
             .kad
@@ -1001,8 +1022,14 @@ impl Driver {
         let meta = *chunk.meta();
         let delay = t.saturating_sub(meta.published_at_us);
         let on_time = delay <= self.target_latency_us.max(1);
-        self.metrics
-            .delivered(meta.epoch, meta.track, meta.sequence, delay, on_time);
+        self.metrics.delivered(
+            meta.epoch,
+            meta.track,
+            meta.sequence,
+            meta.published_at_us,
+            delay,
+            on_time,
+        );
         let _ = self.deliveries.send(chunk);
     }
 }

@@ -1,6 +1,7 @@
 //! The node's HTTP endpoints (axum), on one local listener:
 //! - `/metrics`: Prometheus text format;
-//! - `/status`: the JSON [`crate::Status`];
+//! - `/status`: the JSON [`crate::Status`] (`?since=<µs>`: delay percentiles over chunks
+//!   published since then);
 //! - `/live.mp4` (with `--play`): the channel as one continuous fragmented MP4, starting at the
 //!   newest group, for VLC, mpv, ffplay (see [`crate::play`]).
 
@@ -64,8 +65,18 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
     )
 }
 
-async fn status(State(app): State<App>) -> impl IntoResponse {
-    axum::Json(app.node.status())
+/// `/status?since=<µs since the Unix epoch>` limits the delay percentiles to chunks
+/// published since then.
+#[derive(serde::Deserialize)]
+struct StatusQuery {
+    since: Option<u64>,
+}
+
+async fn status(
+    State(app): State<App>,
+    axum::extract::Query(q): axum::extract::Query<StatusQuery>,
+) -> impl IntoResponse {
+    axum::Json(app.node.status_since(q.since.unwrap_or(0)))
 }
 
 async fn live(State(app): State<App>) -> Response {

@@ -83,6 +83,10 @@ struct NodeArgs {
     /// Do not look for peers on the LAN with mDNS.
     #[arg(long)]
     no_mdns: bool,
+    /// Link only to the --bootstrap peers (and to peers that dial this node): no DHT lookups,
+    /// not announced in the DHT, no mDNS. For private relay chains.
+    #[arg(long = "static", requires = "bootstrap")]
+    fixed: bool,
     /// Seconds between status lines (0: none).
     #[arg(long, default_value_t = 5)]
     status_interval: u64,
@@ -154,8 +158,9 @@ async fn serve(args: NodeArgs, role: Role) -> Result<()> {
     config.external = args.external;
     config.bootstrap = args.bootstrap;
     config.max_neighbours = args.neighbours;
+    config.discovery = !args.fixed;
     config.mesh = MeshConfig {
-        mdns: !args.no_mdns,
+        mdns: !args.no_mdns && !args.fixed,
         relay_server: role == Role::Seed,
         ..MeshConfig::default()
     };

@@ -59,7 +59,8 @@ pub struct Metrics {
 
 #[derive(Default)]
 struct State {
-    delays_ms: VecDeque<f64>,
+    /// Recent deliveries: (publication time µs, delay ms).
+    delays_ms: VecDeque<(u64, f64)>,
     /// Per (epoch, track): first and highest sequence received, and the recent sequences in
     /// between that did not arrive on time.
     tracks: Vec<TrackState>,
@@ -149,7 +150,8 @@ impl Metrics {
         let banned = Gauge::default();
         registry.register("banned_peers", "Peers kept out", banned.clone());
         let buckets = [
-            0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0,
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5,
+            2.0, 3.0, 5.0,
         ];
         let chunk_delay = Histogram::new(buckets);
         registry.register(
@@ -203,7 +205,15 @@ impl Metrics {
 
     /// A chunk newly complete here: `delay_us` after publication, `on_time` if before its
     /// deadline. `local` chunks (published by this node) count for continuity only.
-    pub fn delivered(&self, epoch: u64, track: u8, sequence: u64, delay_us: u64, on_time: bool) {
+    pub fn delivered(
+        &self,
+        epoch: u64,
+        track: u8,
+        sequence: u64,
+        published_us: u64,
+        delay_us: u64,
+        on_time: bool,
+    ) {
         self.chunks_received.inc();
         if !on_time {
             self.chunks_late.inc();
@@ -214,7 +224,8 @@ impl Metrics {
         if st.delays_ms.len() == RECENT_DELAYS {
             st.delays_ms.pop_front();
         }
-        st.delays_ms.push_back(delay_us as f64 / 1000.0);
+        st.delays_ms
+            .push_back((published_us, delay_us as f64 / 1000.0));
         let key = (epoch, track);
         match st.tracks.iter_mut().find(|t| t.key == key) {
             Some(t) => {
@@ -264,10 +275,17 @@ impl Metrics {
         self.continuity_ppm.set(ppm as i64);
     }
 
-    /// A snapshot for the JSON status.
-    pub fn status(&self) -> StatusCounters {
+    /// A snapshot for the JSON status. Delay percentiles cover the recent deliveries of chunks
+    /// published at or after `since_us` (all recent ones with 0): a measurement can leave out
+    /// what a node fetched from before it joined.
+    pub fn status(&self, since_us: u64) -> StatusCounters {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut d: Vec<f64> = st.delays_ms.iter().copied().collect();
+        let mut d: Vec<f64> = st
+            .delays_ms
+            .iter()
+            .filter(|(p, _)| *p >= since_us)
+            .map(|(_, d)| *d)
+            .collect();
         d.sort_by(f64::total_cmp);
         let q = |q: f64| (!d.is_empty()).then(|| d[((d.len() - 1) as f64 * q).round() as usize]);
         let expected = self.chunks_expected.get();
@@ -372,13 +390,13 @@ mod tests {
     #[test]
     fn continuity_counts_gaps_as_expected_and_renders() {
         let m = Metrics::new();
-        m.delivered(1, 0, 10, 100_000, true);
-        m.delivered(1, 0, 11, 100_000, true);
-        m.delivered(1, 0, 13, 100_000, true); // 12 missing so far
-        let s = m.status();
+        m.delivered(1, 0, 10, 0, 100_000, true);
+        m.delivered(1, 0, 11, 0, 100_000, true);
+        m.delivered(1, 0, 13, 0, 100_000, true); // 12 missing so far
+        let s = m.status(0);
         assert_eq!((s.chunks_expected, s.chunks_on_time), (4, 3));
-        m.delivered(1, 0, 12, 4_000_000, false); // arrives late
-        let s = m.status();
+        m.delivered(1, 0, 12, 5, 4_000_000, false); // arrives late
+        let s = m.status(0);
         assert_eq!(
             (s.chunks_expected, s.chunks_on_time, s.chunks_late),
             (4, 3, 1)
@@ -388,6 +406,11 @@ mod tests {
         assert_eq!(s.tracks[0].first, 10);
         assert_eq!(s.tracks[0].missing, vec![12]);
         assert_eq!(s.delay_ms_max, Some(4000.0));
+        assert_eq!(
+            m.status(5).delay_ms_p50,
+            Some(4000.0),
+            "only chunks published since 5"
+        );
         let text = m.render();
         assert!(text.contains("fjord_chunks_on_time_total 3"), "{text}");
         assert!(text.contains("fjord_chunk_delay_seconds_bucket"), "{text}");

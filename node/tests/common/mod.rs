@@ -199,7 +199,12 @@ impl Viewer {
     }
 
     pub fn status(&self) -> Option<Status> {
-        let body = http_get(&format!("{}/status", self.http))?;
+        self.status_since(0)
+    }
+
+    /// With delay percentiles over the chunks published since `us`.
+    pub fn status_since(&self, us: u64) -> Option<Status> {
+        let body = http_get(&format!("{}/status?since={us}", self.http))?;
         serde_json::from_str(&body).ok()
     }
 
