@@ -364,6 +364,9 @@ struct Driver {
     provider_key: kad::RecordKey,
     discovery: bool,
     bootstrap: Vec<PeerId>,
+    /// Bootstrap addresses: where a node behind NAT asks for a relay reservation.
+    relays: Vec<Multiaddr>,
+    relayed: bool,
     last_lookup: Option<Instant>,
     wanted: usize,
     metrics: Arc<Metrics>,
@@ -492,6 +495,8 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, StartError> {
         provider_key,
         discovery: config.discovery,
         bootstrap: config.bootstrap.iter().filter_map(mesh::peer_of).collect(),
+        relays: config.bootstrap.clone(),
+        relayed: false,
         last_lookup: None,
         wanted: 0,
         metrics: metrics.clone(),
@@ -728,7 +733,28 @@ impl Driver {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Autonat(
                 libp2p::autonat::Event::StatusChanged { new, .. },
-            )) => info!(status = ?new, "reachability"),
+            )) => {
+                info!(status = ?new, "reachability");
+                if matches!(new, libp2p::autonat::NatStatus::Private) && !self.relayed {
+                    // Not reachable from outside: take a reservation at the bootstrap peers
+                    // (seeds and the origin run relays), so others reach us through them and
+                    // DCUtR can then punch a direct path.
+                    self.relayed = true;
+                    for addr in self.relays.clone() {
+                        let circuit = addr.with(Protocol::P2pCircuit);
+                        if let Err(e) = self.swarm.listen_on(circuit.clone()) {
+                            warn!(%circuit, error = %e, "cannot listen through the relay");
+                        }
+                    }
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. }
+                if address.iter().any(|p| p == Protocol::P2pCircuit) =>
+            {
+                // A relayed address is how peers reach us: announce it with our records.
+                info!(%address, "reachable through a relay");
+                self.swarm.add_external_address(address);
+            }
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established: 0,
