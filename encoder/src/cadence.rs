@@ -135,6 +135,53 @@ impl Cutter {
         self.chunks_in_group = 0;
         open
     }
+
+    /// For a copied (not re-encoded) frame, where the input's key frames decide the groups:
+    /// a key frame starts a group (after closing a chunk that is open, which is then short),
+    /// other frames continue the group, cut into chunks of the usual length. Returns the
+    /// frame's role and whether the open chunk must be cut before it; `None` for a frame
+    /// before the first key frame, which cannot be decoded and must be dropped.
+    pub fn next_copied_frame(&mut self, key: bool) -> Option<(FrameRole, bool)> {
+        if key {
+            let cut_before = self.frames_in_chunk > 0;
+            self.frames_in_chunk = 0;
+            self.chunks_in_group = 0;
+            self.started = true;
+            return Some((
+                FrameRole {
+                    starts_chunk: true,
+                    starts_group: true,
+                },
+                cut_before,
+            ));
+        }
+        if !self.started {
+            return None;
+        }
+        Some((
+            FrameRole {
+                starts_chunk: self.frames_in_chunk == 0,
+                starts_group: false,
+            },
+            false,
+        ))
+    }
+
+    /// After a copied frame: whether its chunk is complete. Groups are as long as the input
+    /// makes them, so only the chunk length counts here.
+    pub fn copied_frame_done(&mut self) -> bool {
+        self.frames_in_chunk += 1;
+        if self.frames_in_chunk < self.cadence.frames_per_chunk {
+            return false;
+        }
+        self.frames_in_chunk = 0;
+        true
+    }
+
+    /// After an input loss, copying waits for the next key frame.
+    pub fn wait_for_key(&mut self) {
+        self.started = false;
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +230,34 @@ mod tests {
         assert_eq!(starts, (0..60).step_by(6).collect::<Vec<_>>());
         let ends: Vec<_> = (0..60).filter(|&i| roles[i].1).collect();
         assert_eq!(ends, (5..60).step_by(6).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn copied_frames_follow_the_input_key_frames() {
+        let mut cut = Cutter::new(Cadence::new(30, ms(200), ms(1000)).unwrap());
+        assert_eq!(
+            cut.next_copied_frame(false),
+            None,
+            "nothing before a key frame"
+        );
+        let (role, cut_before) = cut.next_copied_frame(true).unwrap();
+        assert!(role.starts_group && !cut_before);
+        let mut cuts = 0;
+        cuts += usize::from(cut.copied_frame_done());
+        for _ in 0..7 {
+            let (role, _) = cut.next_copied_frame(false).unwrap();
+            assert!(!role.starts_group);
+            cuts += usize::from(cut.copied_frame_done());
+        }
+        assert_eq!(cuts, 1, "a chunk of 6 frames, and 2 open");
+        let (role, cut_before) = cut.next_copied_frame(true).unwrap();
+        assert!(
+            role.starts_group && cut_before,
+            "an early key frame closes the short chunk"
+        );
+        cut.copied_frame_done();
+        cut.wait_for_key();
+        assert_eq!(cut.next_copied_frame(false), None);
     }
 
     #[test]

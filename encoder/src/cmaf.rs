@@ -58,6 +58,19 @@ impl Write for Sink {
     }
 }
 
+/// Sets the codec tag of `parameters` to zero ("choose for the container").
+///
+/// FFmpeg's safe bindings have no setter for it, hence the one unsafe line of the encoder.
+#[allow(unsafe_code)]
+fn clear_codec_tag(parameters: &mut codec::Parameters) {
+    // SAFETY: an owned `codec::Parameters` always wraps a valid, allocated AVCodecParameters
+    // (ffmpeg-next allocates it in `new` and copies into it); `codec_tag` is a plain integer
+    // field that no other pointer aliases while we hold `&mut`.
+    unsafe {
+        (*parameters.as_mut_ptr()).codec_tag = 0;
+    }
+}
+
 /// The top-level boxes of an ISO BMFF byte string, as (type, start, end). Fails unless the
 /// bytes are exactly a sequence of whole boxes.
 pub fn top_level_boxes(bytes: &[u8]) -> Result<Vec<([u8; 4], usize, usize)>, MuxError> {
@@ -147,7 +160,10 @@ impl std::fmt::Debug for TrackMuxer {
 impl TrackMuxer {
     /// A muxer for the stream an opened encoder produces, with the track's time base (the
     /// muxer may pick a finer one: see [`TrackMuxer::time_base`]).
-    pub fn new(parameters: codec::Parameters, time_base: Rational) -> Result<Self, MuxError> {
+    pub fn new(mut parameters: codec::Parameters, time_base: Rational) -> Result<Self, MuxError> {
+        // Parameters copied from an input carry its container's codec tag (MPEG-TS stream
+        // type 0x1b for H.264), which the mp4 muxer refuses: let it choose its own.
+        clear_codec_tag(&mut parameters);
         let sink = Sink::default();
         let io = format::context::StreamIo::from_write(sink.clone()).map_err(ff("custom I/O"))?;
         let mut octx =

@@ -213,6 +213,7 @@ struct StreamInfo {
     index: usize,
     parameters: codec::Parameters,
     time_base: Rational,
+    frame_rate: Rational,
 }
 
 /// What the reader thread tells the pipeline thread.
@@ -248,6 +249,7 @@ fn stream_info(ictx: &format::context::Input, kind: media::Type) -> Option<Strea
         index: s.index(),
         parameters: s.parameters(),
         time_base: s.time_base(),
+        frame_rate: s.avg_frame_rate(),
     })
 }
 
@@ -362,9 +364,51 @@ fn reader(source: Source, control: Control, tx: SyncSender<Event>) {
 /// Decoders and time mapping for one opened input.
 struct Decoding {
     video: Option<(usize, decoder::Video, Rational)>,
+    /// Copy mode: the input's video packets go to the pipeline as they are.
+    copy: bool,
     audio: Option<(usize, decoder::Audio, Rational)>,
     /// Input time (seconds) and output slot of the segment's first frame.
     anchor: Option<(f64, i64)>,
+}
+
+/// Checks that an input's video can be copied into the channel: H.264 at the channel's frame
+/// rate, with the same parameters as an earlier input of this run.
+fn accept_copy(
+    pipeline: &mut Pipeline,
+    description: &str,
+    video: &StreamInfo,
+) -> Result<(), IngestError> {
+    let unsupported = |reason: String| IngestError::Unsupported {
+        input: description.to_owned(),
+        reason,
+    };
+    if video.parameters.id() != codec::Id::H264 {
+        return Err(unsupported(format!(
+            "--video-copy needs H.264 video, this is {:?}; drop --video-copy to re-encode",
+            video.parameters.id()
+        )));
+    }
+    let fps = pipeline.cadence().fps;
+    let rate = video.frame_rate;
+    if rate.denominator() == 0
+        || (f64::from(rate.numerator()) / f64::from(rate.denominator()) - f64::from(fps)).abs()
+            > 0.01
+    {
+        return Err(unsupported(format!(
+            "--video-copy needs the input at the channel's {fps} fps, this runs at {}/{}; \
+             set --fps or drop --video-copy",
+            rate.numerator(),
+            rate.denominator()
+        )));
+    }
+    if !pipeline.set_copy_input(video.parameters.clone())? {
+        return Err(unsupported(
+            "its H.264 parameters differ from the channel's (a copied channel keeps one init \
+             segment); restart the encoder for a new one"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 fn open_decoders(
@@ -398,6 +442,7 @@ fn open_decoders(
     };
     Ok(Decoding {
         video: Some((video.index, vdec, video.time_base)),
+        copy: false,
         audio: adec,
         anchor: None,
     })
@@ -488,8 +533,14 @@ fn drive(
                 audio,
             } => {
                 info!(streams = %description, "input opened");
-                match open_decoders(&description, video, audio) {
-                    Ok(d) => {
+                let copy = pipeline.copies_video();
+                let checked = match (&video, copy) {
+                    (Some(v), true) => accept_copy(pipeline, &description, v),
+                    _ => Ok(()),
+                };
+                match checked.and_then(|()| open_decoders(&description, video, audio)) {
+                    Ok(mut d) => {
+                        d.copy = copy;
                         pipeline.set_audio_source(d.audio.is_some());
                         decoding = Some(d);
                     }
@@ -502,7 +553,15 @@ fn drive(
             }
             Event::Packet(packet) => {
                 let Some(d) = &mut decoding else { continue };
-                let fed = feed(pipeline, d, &packet, &mut pace, live)?;
+                let fed = match feed(pipeline, d, &packet, &mut pace, live) {
+                    Ok(fed) => fed,
+                    Err(e @ IngestError::Unsupported { .. }) if live => {
+                        warn!(error = %e, "ignoring this sender");
+                        decoding = None;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 if fed && interrupted {
                     interrupted = false;
                 }
@@ -552,6 +611,12 @@ fn feed(
 ) -> Result<bool, IngestError> {
     let index = packet.stream();
     let mut fed = false;
+    if d.copy
+        && let Some((vi, _, tb)) = &d.video
+        && *vi == index
+    {
+        return copy_packet(pipeline, d, *tb, packet, pace, live);
+    }
     if let Some((vi, dec, _)) = &mut d.video
         && *vi == index
     {
@@ -576,12 +641,67 @@ fn feed(
     Ok(fed)
 }
 
+/// Copy mode: one input packet is one frame of the channel, at the channel's rate (checked
+/// when the input opened). Packets cannot be dropped or repeated without breaking the decode,
+/// so only the first one anchors the timeline; files are paced to real time.
+fn copy_packet(
+    pipeline: &mut Pipeline,
+    d: &mut Decoding,
+    tb: Rational,
+    packet: &Packet,
+    pace: &mut Option<(Instant, i64)>,
+    live: bool,
+) -> Result<bool, IngestError> {
+    if packet
+        .pts()
+        .is_some_and(|p| packet.dts().is_some_and(|q| p != q))
+    {
+        return Err(IngestError::Unsupported {
+            input: "the input's video".into(),
+            reason: "it has B-frames (presentation differs from decode order); --video-copy \
+                     needs none: drop --video-copy to re-encode"
+                .into(),
+        });
+    }
+    let t = packet.pts().map_or(0.0, |ts| ts as f64 * f64::from(tb));
+    d.anchor.get_or_insert((t, pipeline.next_slot()));
+    let capture = pace_slot(pipeline, pace, live);
+    pipeline.push_video_packet(packet, capture)?;
+    Ok(true)
+}
+
+/// The capture time of the next slot: now for live inputs; for files, waits until the slot is
+/// due at real time.
+fn pace_slot(pipeline: &Pipeline, pace: &mut Option<(Instant, i64)>, live: bool) -> u64 {
+    let slot = pipeline.next_slot();
+    let fps = i64::from(pipeline.cadence().fps);
+    match (live, &*pace) {
+        (true, _) => wall_us(),
+        (false, None) => {
+            *pace = Some((Instant::now(), slot));
+            wall_us()
+        }
+        (false, Some((start, slot_start))) => {
+            let due =
+                *start + Duration::from_micros(((slot - slot_start) * 1_000_000 / fps) as u64);
+            let now = Instant::now();
+            if due > now {
+                thread::sleep(due - now);
+            }
+            wall_us()
+        }
+    }
+}
+
 fn drain_decoder(
     pipeline: &mut Pipeline,
     d: &mut Decoding,
     pace: &mut Option<(Instant, i64)>,
     live: bool,
 ) -> Result<(), IngestError> {
+    if d.copy {
+        return Ok(());
+    }
     if let Some((_, dec, _)) = &mut d.video {
         let _ = dec.send_eof();
         receive_video(pipeline, d, pace, live)?;
@@ -622,25 +742,7 @@ fn receive_video(
             continue;
         }
         for _ in 0..n {
-            let slot = pipeline.next_slot();
-            let capture = match (live, &*pace) {
-                (true, _) => wall_us(),
-                (false, None) => {
-                    *pace = Some((Instant::now(), slot));
-                    wall_us()
-                }
-                (false, Some((start, slot_start))) => {
-                    let due = *start
-                        + Duration::from_micros(
-                            ((slot - slot_start) * 1_000_000 / i64::from(fps)) as u64,
-                        );
-                    let now = Instant::now();
-                    if due > now {
-                        thread::sleep(due - now);
-                    }
-                    wall_us()
-                }
-            };
+            let capture = pace_slot(pipeline, pace, live);
             pipeline.push_video(&frame, capture)?;
             fed = true;
         }

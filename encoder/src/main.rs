@@ -95,6 +95,12 @@ struct RunArgs {
     /// Audio bit rate (bit/s; k and M suffixes).
     #[arg(long, default_value = "128k", value_parser = parse_rate)]
     audio_bitrate: u32,
+    /// Copy the input's H.264 video into the channel instead of re-encoding it (files and live
+    /// inputs; the input must be H.264 without B-frames at --fps; groups start at its key
+    /// frames, so give it a key frame every --group-ms). Audio is still encoded to AAC.
+    /// --size, --video-bitrate and --preset then do not apply.
+    #[arg(long)]
+    video_copy: bool,
     /// x264 preset: ultrafast, superfast, veryfast, faster, fast, medium, ...
     #[arg(long, default_value = "veryfast")]
     preset: String,
@@ -265,8 +271,15 @@ fn run(args: RunArgs) -> Result<()> {
         (None, Some(o)) => Box::new(o.publisher()),
         (None, None) => unreachable!("checked above"),
     };
-    let mut pipeline =
-        Pipeline::new(key, &config, publisher).context("cannot start the encoder")?;
+    if args.video_copy && source == Source::Pattern {
+        bail!("--video-copy needs a file or live input: the test pattern is always encoded");
+    }
+    let mut pipeline = if args.video_copy {
+        Pipeline::new_copy(key, &config, publisher)
+    } else {
+        Pipeline::new(key, &config, publisher)
+    }
+    .context("cannot start the encoder")?;
     info!(
         channel = %channel,
         epoch = pipeline.epoch(),

@@ -45,6 +45,10 @@ pub enum PipelineError {
     /// Publishing failed.
     #[error(transparent)]
     Publish(#[from] PublishError),
+    /// A decoded frame given to a pipeline that copies the input's video, or a packet to one
+    /// that encodes.
+    #[error("this pipeline {0}")]
+    Mode(&'static str),
 }
 
 /// What the channel looks like.
@@ -128,10 +132,13 @@ pub struct Pipeline {
     key: ChannelKey,
     epoch: u64,
     cadence: Cadence,
-    video: VideoEncoder,
+    /// The H.264 encoder; `None` when the input's video is copied.
+    video: Option<VideoEncoder>,
     audio: AudioEncoder,
-    vmux: TrackMuxer,
+    /// The video muxer; in copy mode created when the input's parameters are known.
+    vmux: Option<TrackMuxer>,
     amux: TrackMuxer,
+    config: OutputConfig,
     cutter: Cutter,
     publisher: Box<dyn Publisher + Send>,
     /// The next video frame's slot (time stamp in frames).
@@ -166,7 +173,7 @@ impl Pipeline {
     pub fn new(
         key: ChannelKey,
         config: &OutputConfig,
-        mut publisher: Box<dyn Publisher + Send>,
+        publisher: Box<dyn Publisher + Send>,
     ) -> Result<Self, PipelineError> {
         let cadence = config.cadence;
         let video = VideoEncoder::new(&VideoSettings {
@@ -177,18 +184,68 @@ impl Pipeline {
             preset: config.preset.clone(),
             keyint: cadence.frames_per_group(),
         })?;
-        let audio = AudioEncoder::new(config.audio_bitrate)?;
         let vmux = TrackMuxer::new(video.parameters(), ffmpeg_next::Rational::new(1, 90_000))?;
+        let mut p = Self::build(key, config, publisher, Some(video))?;
+        p.start_video(vmux)?;
+        Ok(p)
+    }
+
+    /// A pipeline that copies the input's H.264 video instead of encoding it (audio is still
+    /// encoded). Nothing is published until [`Pipeline::set_copy_input`] gives the input's
+    /// video parameters; groups then start at the input's key frames.
+    pub fn new_copy(
+        key: ChannelKey,
+        config: &OutputConfig,
+        publisher: Box<dyn Publisher + Send>,
+    ) -> Result<Self, PipelineError> {
+        Self::build(key, config, publisher, None)
+    }
+
+    fn build(
+        key: ChannelKey,
+        config: &OutputConfig,
+        publisher: Box<dyn Publisher + Send>,
+        video: Option<VideoEncoder>,
+    ) -> Result<Self, PipelineError> {
+        let cadence = config.cadence;
+        let audio = AudioEncoder::new(config.audio_bitrate)?;
         let amux = TrackMuxer::new(audio.parameters(), audio.time_base())?;
         let now = wall_us();
+        Ok(Self {
+            key,
+            epoch: now,
+            cadence,
+            video,
+            audio,
+            vmux: None,
+            amux,
+            config: config.clone(),
+            cutter: Cutter::new(cadence),
+            publisher,
+            slot: 0,
+            chunk: None,
+            next_sequence: 0,
+            boundaries: VecDeque::new(),
+            audio_pending: VecDeque::new(),
+            audio_written: 0,
+            last_audio_capture_us: now,
+            audio_source: true,
+            realign: false,
+            stats: Stats::default(),
+        })
+    }
+
+    /// Takes the video muxer and publishes the manifest that describes it.
+    fn start_video(&mut self, vmux: TrackMuxer) -> Result<(), PipelineError> {
+        let config = &self.config;
         let codec = cmaf::avc_codec_string(vmux.init_segment())
             .ok_or_else(|| MuxError::Boxes("init segment without avcC".into()))?;
         let content = ManifestContent {
-            epoch: now,
+            epoch: self.epoch,
             name: config.name.clone(),
-            issued_at_us: now,
-            chunk_duration_us: cadence.chunk_us(),
-            group_duration_us: cadence.group_us(),
+            issued_at_us: wall_us(),
+            chunk_duration_us: self.cadence.chunk_us(),
+            group_duration_us: self.cadence.group_us(),
             target_latency_us: config.target_latency_us,
             tracks: vec![
                 Track {
@@ -203,35 +260,39 @@ impl Pipeline {
                     id: AUDIO_TRACK,
                     kind: TrackKind::Audio,
                     codec: "mp4a.40.2".into(),
-                    timescale: amux.time_base().denominator() as u32,
+                    timescale: self.amux.time_base().denominator() as u32,
                     bitrate: config.audio_bitrate,
-                    init_segment: amux.init_segment().clone(),
+                    init_segment: self.amux.init_segment().clone(),
                 },
             ],
         };
-        let manifest = key.sign_manifest(&content)?;
-        publisher.manifest(&manifest)?;
-        Ok(Self {
-            key,
-            epoch: now,
-            cadence,
-            video,
-            audio,
-            vmux,
-            amux,
-            cutter: Cutter::new(cadence),
-            publisher,
-            slot: 0,
-            chunk: None,
-            next_sequence: 0,
-            boundaries: VecDeque::new(),
-            audio_pending: VecDeque::new(),
-            audio_written: 0,
-            last_audio_capture_us: now,
-            audio_source: true,
-            realign: false,
-            stats: Stats::default(),
-        })
+        let manifest = self.key.sign_manifest(&content)?;
+        self.publisher.manifest(&manifest)?;
+        self.vmux = Some(vmux);
+        Ok(())
+    }
+
+    /// Whether this pipeline copies the input's video.
+    pub fn copies_video(&self) -> bool {
+        self.video.is_none()
+    }
+
+    /// Gives a copying pipeline the input's video parameters. The first call fixes the
+    /// channel's video (and publishes the manifest); a later input (a sender that came back)
+    /// is accepted only with the same parameters, since the init segment viewers hold must
+    /// stay valid. Returns whether the input is accepted.
+    pub fn set_copy_input(
+        &mut self,
+        parameters: ffmpeg_next::codec::Parameters,
+    ) -> Result<bool, PipelineError> {
+        let vmux = TrackMuxer::new(parameters, ffmpeg_next::Rational::new(1, 90_000))?;
+        match &self.vmux {
+            None => {
+                self.start_video(vmux)?;
+                Ok(true)
+            }
+            Some(current) => Ok(current.init_segment() == vmux.init_segment()),
+        }
     }
 
     /// The epoch: the wall-clock start of this pipeline.
@@ -302,27 +363,30 @@ impl Pipeline {
         input: &frame::Video,
         capture_us: u64,
     ) -> Result<(), PipelineError> {
-        let frame = self.video.convert(input)?;
+        let video = self
+            .video
+            .as_mut()
+            .ok_or(PipelineError::Mode("copies the input's video"))?;
+        let frame = video.convert(input)?;
         self.encode_video(frame, capture_us)
     }
 
-    fn encode_video(
-        &mut self,
-        mut frame: frame::Video,
-        capture_us: u64,
-    ) -> Result<(), PipelineError> {
+    /// After a loss the video goes on at the next slot, so its time stamps have no gap
+    /// (players stall on gaps). Audio behind it is filled with silence; audio ahead of it (at
+    /// most an AAC frame after the padding at the loss, or a source whose audio ran ahead)
+    /// stays, and the source's next audio is placed by its time stamps.
+    fn realign_audio(&mut self) {
         if self.realign {
-            // After a loss the video goes on at the next slot, so its time stamps have no gap
-            // (players stall on gaps). Audio behind it is filled with silence; audio ahead of
-            // it (at most an AAC frame after the padding at the loss, or a source whose audio
-            // ran ahead) stays, and the source's next audio is placed by its time stamps.
             self.realign = false;
             let gap = self.slot_samples(self.slot) - self.audio.position();
             if gap > 0 {
                 self.audio.push_silence(gap as usize);
             }
         }
-        let role = self.cutter.next_frame();
+    }
+
+    /// Opens a chunk if this frame starts one.
+    fn open_chunk(&mut self, role: crate::cadence::FrameRole) {
         if role.starts_chunk {
             let flags = if role.starts_group {
                 ChunkFlags::GROUP_START | ChunkFlags::INDEPENDENT
@@ -332,13 +396,10 @@ impl Pipeline {
             self.chunk = Some((self.next_sequence, self.slot, flags));
             self.next_sequence += 1;
         }
-        let tb = self.video.time_base();
-        for mut packet in self
-            .video
-            .encode(&mut frame, self.slot, role.starts_group)?
-        {
-            self.vmux.write(&mut packet, tb)?;
-        }
+    }
+
+    /// After a video frame went into the muxer: advance the slot and keep audio in step.
+    fn frame_written(&mut self, capture_us: u64) {
         self.slot += 1;
         self.stats.frames += 1;
         if !self.audio_source {
@@ -356,7 +417,65 @@ impl Pipeline {
                 self.audio.push_silence(behind as usize);
             }
         }
+    }
+
+    fn encode_video(
+        &mut self,
+        mut frame: frame::Video,
+        capture_us: u64,
+    ) -> Result<(), PipelineError> {
+        self.realign_audio();
+        let role = self.cutter.next_frame();
+        self.open_chunk(role);
+        let (Some(video), Some(vmux)) = (self.video.as_mut(), self.vmux.as_mut()) else {
+            return Err(PipelineError::Mode("copies the input's video"));
+        };
+        let tb = video.time_base();
+        for mut packet in video.encode(&mut frame, self.slot, role.starts_group)? {
+            vmux.write(&mut packet, tb)?;
+        }
+        self.frame_written(capture_us);
         if self.cutter.frame_done() {
+            self.cut_video(capture_us)?;
+        }
+        self.pump_audio()
+    }
+
+    /// Copies one H.264 packet of the input as the next frame (copy mode). Packets before the
+    /// first key frame (or the first after a loss) cannot be decoded and are dropped.
+    pub fn push_video_packet(
+        &mut self,
+        packet: &Packet,
+        capture_us: u64,
+    ) -> Result<(), PipelineError> {
+        if self.video.is_some() {
+            return Err(PipelineError::Mode("encodes its video"));
+        }
+        if self.vmux.is_none() {
+            return Err(PipelineError::Mode("has no input parameters yet"));
+        }
+        let Some((role, cut_before)) = self.cutter.next_copied_frame(packet.is_key()) else {
+            self.stats.dropped += 1;
+            return Ok(());
+        };
+        if cut_before {
+            self.cut_video(capture_us)?;
+        }
+        self.realign_audio();
+        self.open_chunk(role);
+        let ticks = 90_000 / i64::from(self.cadence.fps);
+        let mut out = packet.clone();
+        out.set_pts(Some(self.slot * ticks));
+        out.set_dts(Some(self.slot * ticks));
+        out.set_duration(ticks);
+        out.set_position(-1);
+        let tb = ffmpeg_next::Rational::new(1, 90_000);
+        self.vmux
+            .as_mut()
+            .expect("checked above")
+            .write(&mut out, tb)?;
+        self.frame_written(capture_us);
+        if self.cutter.copied_frame_done() {
             self.cut_video(capture_us)?;
         }
         self.pump_audio()
@@ -366,10 +485,13 @@ impl Pipeline {
         let Some((sequence, first_slot, flags)) = self.chunk.take() else {
             return Ok(());
         };
-        let Some(payload) = self.vmux.cut()? else {
+        let Some(vmux) = self.vmux.as_mut() else {
             return Ok(());
         };
-        let timescale = i64::from(self.vmux.time_base().denominator());
+        let Some(payload) = vmux.cut()? else {
+            return Ok(());
+        };
+        let timescale = i64::from(vmux.time_base().denominator());
         let fps = i64::from(self.cadence.fps);
         let start = first_slot * timescale / fps;
         let end = self.slot * timescale / fps;
@@ -504,6 +626,9 @@ impl Pipeline {
     /// to the loss; the next frame starts a new group, continuing the time stamps.
     pub fn interrupt(&mut self) -> Result<(), PipelineError> {
         self.stats.interruptions += 1;
+        if self.video.is_none() {
+            self.cutter.wait_for_key();
+        }
         if self.cutter.interrupt() {
             self.cut_video(wall_us())?;
         }

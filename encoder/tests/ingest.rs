@@ -68,6 +68,13 @@ fn clips() -> &'static Path {
             ],
         );
         make("audio.m4a", &["-vn", "-c:a", "aac"]);
+        make(
+            "bframes.mp4",
+            &[
+                "-c:v", "libx264", "-preset", "fast", "-bf", "2", "-g", "30", "-c:a", "aac",
+            ],
+        );
+        make("mpeg4.mp4", &["-c:v", "mpeg4", "-c:a", "aac"]);
         std::fs::write(dir.join("text.mp4"), b"this is not a video\n").unwrap();
         dir
     })
@@ -295,6 +302,41 @@ fn a_file_plays_out_at_real_time_with_every_frame() {
     assert_eq!(summary_field(&summary, "frames"), CLIP_FRAMES as u64);
     let (manifest, chunks) = load(record.path());
     common::check_epoch(record.path(), &manifest, &chunks, Some(CLIP_FRAMES));
+}
+
+#[test]
+fn a_suitable_h264_file_is_copied_without_re_encoding() {
+    // clip.ts: H.264 without B-frames, a key frame every 30 frames (1 s), 640x360.
+    let enc = Encoder::start(clips().join("clip.ts").to_str().unwrap(), &["--video-copy"]);
+    let (summary, record) = enc.finish();
+    assert_eq!(summary_field(&summary, "frames"), CLIP_FRAMES as u64);
+    let (manifest, chunks) = load(record.path());
+    let frames = common::check_epoch(record.path(), &manifest, &chunks, Some(CLIP_FRAMES));
+    // The harness asks for 320x180; a copy keeps the input's 640x360.
+    assert!(
+        frames.iter().all(|f| f.width == 640),
+        "copied, not re-encoded"
+    );
+}
+
+#[test]
+fn copy_refuses_unsuitable_video_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key(dir.path());
+    for (clip, needle) in [("bframes.mp4", "B-frames"), ("mpeg4.mp4", "needs H.264")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_fjord-encoder"))
+            .args(["run", "--video-copy", "--input"])
+            .arg(clips().join(clip))
+            .arg("--record")
+            .arg(dir.path().join("rec"))
+            .arg("--key")
+            .arg(&key)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{clip} must be refused");
+        assert!(err.contains(needle), "{clip}: {err}");
+    }
 }
 
 #[test]

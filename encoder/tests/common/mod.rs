@@ -14,6 +14,7 @@ pub struct Decoded {
     pub pts: i64,
     pub key: bool,
     pub time_code: Option<u64>,
+    pub width: u32,
 }
 
 /// Writes init + payloads of `chunks` (one track, in order) to a file and decodes it,
@@ -55,6 +56,7 @@ pub fn decode_track(dir: &Path, name: &str, init: &[u8], chunks: &[&Chunk]) -> (
                         pts: frame.pts().unwrap_or(i64::MIN),
                         key: frame.is_key(),
                         time_code,
+                        width: frame.width(),
                     });
                 }
             };
