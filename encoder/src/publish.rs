@@ -162,7 +162,7 @@ impl Origin {
                 .context("cannot start the origin node")?;
             let http = match http {
                 Some(addr) => Some(
-                    fjord_node::http::serve(node.clone(), addr, false)
+                    fjord_node::http::serve(node.clone(), addr, Default::default())
                         .await
                         .with_context(|| format!("cannot serve HTTP on {addr}"))?,
                 ),

@@ -46,7 +46,11 @@ async fn a_desktop_player_decodes_the_play_url() {
     config.bootstrap = vec![origin.parse().unwrap()];
     config.mesh.mdns = false;
     let node = fjord_node::start(config).await.unwrap();
-    let http = fjord_node::http::serve(node.clone(), "127.0.0.1:0".parse().unwrap(), true)
+    let options = fjord_node::http::HttpOptions {
+        play: Some(fjord_node::play::keep_history(&node)),
+        ..Default::default()
+    };
+    let http = fjord_node::http::serve(node.clone(), "127.0.0.1:0".parse().unwrap(), options)
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);

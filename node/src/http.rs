@@ -3,7 +3,9 @@
 //! - `/status`: the JSON [`crate::Status`] (`?since=<µs>`: delay percentiles over chunks
 //!   published since then);
 //! - `/live.mp4` (with `--play`): the channel as one continuous fragmented MP4, starting at the
-//!   newest group, for VLC, mpv, ffplay (see [`crate::play`]).
+//!   newest group, for VLC, mpv, ffplay (see [`crate::play`]);
+//! - with a gateway: `/gateway.json` (its port and certificate hash, see [`crate::gateway`]),
+//!   and the built browser player from a folder: `/?channel=<id>` plays the channel.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +22,10 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
+use std::path::{Component, Path, PathBuf};
+
 use crate::NodeHandle;
+use crate::gateway::Gateway;
 use crate::play::{History, PlaySession};
 
 /// Bytes queued per playback client before it counts as stalled and is dropped.
@@ -32,17 +37,47 @@ const MANIFEST_WAIT: Duration = Duration::from_secs(15);
 struct App {
     node: NodeHandle,
     history: Option<Arc<History>>,
+    gateway: Option<Gateway>,
+    player: Option<PathBuf>,
+}
+
+/// What the HTTP listener serves besides metrics and status.
+#[derive(Clone, Debug, Default)]
+pub struct HttpOptions {
+    /// `/live.mp4` for desktop players, from this history of the node's chunks.
+    pub play: Option<Arc<History>>,
+    /// The gateway whose port and certificate hash `/gateway.json` tells.
+    pub gateway: Option<Gateway>,
+    /// The folder of the built browser player, served at `/`.
+    pub player: Option<PathBuf>,
 }
 
 /// Serves the endpoints on `addr` until the process ends; returns the bound address.
-pub async fn serve(node: NodeHandle, addr: SocketAddr, play: bool) -> std::io::Result<SocketAddr> {
-    let history = play.then(|| crate::play::keep_history(&node));
-    let app = App { node, history };
+pub async fn serve(
+    node: NodeHandle,
+    addr: SocketAddr,
+    options: HttpOptions,
+) -> std::io::Result<SocketAddr> {
+    let play = options.play.is_some();
+    let app = App {
+        node,
+        history: options.play,
+        gateway: options.gateway,
+        player: options.player,
+    };
     let mut router = Router::new()
         .route("/metrics", get(metrics))
         .route("/status", get(status));
     if play {
         router = router.route("/live.mp4", get(live));
+    }
+    if app.gateway.is_some() {
+        router = router.route("/gateway.json", get(gateway_info));
+    }
+    if app.player.is_some() {
+        router = router
+            .route("/", get(player_file))
+            .route("/{*path}", get(player_file));
     }
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
@@ -53,6 +88,48 @@ pub async fn serve(node: NodeHandle, addr: SocketAddr, play: bool) -> std::io::R
         }
     });
     Ok(bound)
+}
+
+async fn gateway_info(State(app): State<App>) -> Response {
+    match &app.gateway {
+        Some(g) => ([(header::CACHE_CONTROL, "no-store")], axum::Json(g.info())).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("json") => "application/json",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("ico") => "image/x-icon",
+        Some("wasm") => "application/wasm",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A file of the built player; `/` is its `index.html`. Only plain relative paths inside the
+/// folder are served.
+async fn player_file(
+    State(app): State<App>,
+    path: Option<axum::extract::Path<String>>,
+) -> Response {
+    let Some(root) = &app.player else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let rel = path.map_or_else(|| "index.html".to_owned(), |p| p.0);
+    let rel = Path::new(&rel);
+    if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let file = root.join(rel);
+    match tokio::fs::read(&file).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, content_type(&file))], bytes).into_response(),
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn metrics(State(app): State<App>) -> impl IntoResponse {

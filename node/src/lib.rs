@@ -4,6 +4,7 @@
 //! - [`mesh`]: the libp2p swarm (QUIC, identify, Kademlia, mDNS, ping, AutoNAT, relay, DCUtR,
 //!   connection limits, a block list) and Fjord's stream protocols;
 //! - [`framing`]: frames on Fjord's long-lived streams;
+//! - [`gateway`]: the WebTransport gateway for browsers;
 //! - [`link`]: the tasks that write and read one neighbour's streams;
 //! - [`driver`]: the tokio task that owns the core and the swarm ([`driver::start`] gives a
 //!   [`NodeHandle`]);
@@ -16,6 +17,7 @@
 
 pub mod driver;
 pub mod framing;
+pub mod gateway;
 pub mod http;
 pub mod identity;
 pub mod inspect;

@@ -10,6 +10,8 @@ use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use fjord_node::core::proto::Role;
 use fjord_node::core::wire::ChannelId;
+use fjord_node::gateway::GatewayConfig;
+use fjord_node::http::HttpOptions;
 use fjord_node::mesh::MeshConfig;
 use fjord_node::{NodeConfig, identity, inspect, units};
 use libp2p::Multiaddr;
@@ -77,6 +79,27 @@ struct NodeArgs {
     /// Address of the HTTP endpoints: /metrics, /status and, with --play, /live.mp4.
     #[arg(long, env = "FJORD_HTTP", default_value = "127.0.0.1:8090")]
     http: SocketAddr,
+    /// Serve browsers over WebTransport on this UDP address (the page is served on --http).
+    #[arg(long, env = "FJORD_GATEWAY")]
+    gateway: Option<SocketAddr>,
+    /// Browser sessions the gateway takes at most; more are refused.
+    #[arg(long, default_value_t = 100)]
+    gateway_sessions: usize,
+    /// The gateway's certificate chain (PEM) instead of a self-signed one (with --gateway-key).
+    #[arg(long, requires = "gateway_key")]
+    gateway_cert: Option<PathBuf>,
+    /// The gateway certificate's private key (PEM).
+    #[arg(long, requires = "gateway_cert")]
+    gateway_key: Option<PathBuf>,
+    /// Another name (host name or IP) the self-signed gateway certificate is for.
+    #[arg(long)]
+    gateway_name: Vec<String>,
+    /// The folder of the built browser player (default: player-web/dist).
+    #[arg(long, env = "FJORD_PLAYER")]
+    player: Option<PathBuf>,
+    /// Test aid: corrupt every n-th chunk the gateway sends, to show players reject it.
+    #[arg(long, hide = true)]
+    test_tamper_every: Option<u64>,
     /// Keep the node's identity (its peer id) in this file, created if missing.
     #[arg(long, env = "FJORD_IDENTITY")]
     identity: Option<PathBuf>,
@@ -174,13 +197,63 @@ async fn serve(args: NodeArgs, role: Role) -> Result<()> {
     for a in node.listen_addrs() {
         println!("listening: {a}");
     }
-    let http = fjord_node::http::serve(node.clone(), args.http, args.play)
+    let history =
+        (args.play || args.gateway.is_some()).then(|| fjord_node::play::keep_history(&node));
+    let gateway = match args.gateway {
+        Some(addr) => {
+            let mut g = GatewayConfig::new(addr);
+            g.max_sessions = args.gateway_sessions;
+            g.tamper_every = args.test_tamper_every;
+            if let (Some(c), Some(k)) = (&args.gateway_cert, &args.gateway_key) {
+                g.pem = Some((c.clone(), k.clone()));
+            }
+            if !addr.ip().is_unspecified() {
+                g.names.push(addr.ip().to_string());
+            }
+            g.names.extend(args.gateway_name.iter().cloned());
+            let history = history.clone().expect("kept with a gateway");
+            Some(
+                fjord_node::gateway::start(node.clone(), history, g)
+                    .await
+                    .context("cannot start the gateway")?,
+            )
+        }
+        None => None,
+    };
+    let player = match (&gateway, &args.player) {
+        (Some(_), Some(dir)) => Some(dir.clone()),
+        (Some(_), None) => {
+            let dir = PathBuf::from("player-web/dist");
+            if dir.join("index.html").exists() {
+                Some(dir)
+            } else {
+                tracing::warn!(
+                    "no built player in player-web/dist (run `npm run build` in player-web, or give --player DIR); \
+                     the gateway serves browsers but not the page"
+                );
+                None
+            }
+        }
+        _ => None,
+    };
+    let options = HttpOptions {
+        play: history.clone().filter(|_| args.play),
+        gateway: gateway.clone(),
+        player: player.clone(),
+    };
+    let http = fjord_node::http::serve(node.clone(), args.http, options)
         .await
         .with_context(|| format!("cannot serve HTTP on {}", args.http))?;
     println!("metrics: http://{http}/metrics");
     println!("status: http://{http}/status");
     if args.play {
         println!("play: http://{http}/live.mp4   (vlc, mpv or ffplay this URL)");
+    }
+    if let Some(g) = &gateway {
+        println!("gateway: {} (WebTransport)", g.local_addr());
+        if player.is_some() {
+            println!("page: http://{http}/?channel={}", args.channel);
+        }
     }
     let status = {
         let node = node.clone();
