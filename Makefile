@@ -4,10 +4,11 @@
 # fresh machine starts from nothing.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/fjord/target
 
-.PHONY: test setup test-rust test-player lint bench fuzz-check
+.PHONY: test setup test-rust test-player test-e2e player lint bench fuzz-check
 
-## Install what is missing, then run every test of the workspace and the player.
-test: setup test-rust test-player
+## Install what is missing, then run every test of the workspace and the player, and the
+## end-to-end test in headless Chromium.
+test: setup test-rust test-player test-e2e
 
 setup:
 	@./scripts/setup.sh
@@ -19,6 +20,15 @@ test-rust:
 
 test-player:
 	cd player-web && npm test
+
+## Build the browser player into player-web/dist (the gateway serves it).
+player:
+	cd player-web && npm run build
+
+## Encoder -> origin -> two relay nodes -> gateway -> headless Chromium (see player-web/e2e).
+test-e2e: player
+	cargo build -p fjord-encoder -p fjord-node
+	cd player-web && FJORD_BIN_DIR="$(CARGO_TARGET_DIR)/debug" node e2e/e2e.mjs
 
 ## What CI adds to the tests: formatting, lints and documentation links.
 lint:

@@ -13,6 +13,8 @@ APT_PACKAGES=(
   libavfilter-dev libavdevice-dev libclang1-14 libclang-common-14-dev
   # The encoder's tests push clips with the real ffmpeg client (SRT, RTMP, UDP).
   ffmpeg
+  # The end-to-end test plays the channel in Debian's Chromium (driven by playwright-core).
+  chromium
 )
 
 missing=()

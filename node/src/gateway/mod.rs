@@ -178,9 +178,16 @@ pub async fn start(
                         max = config.max_sessions,
                         "gateway full; refusing a browser"
                     );
-                    let _ = request
-                        .reject(axum::http::StatusCode::SERVICE_UNAVAILABLE)
-                        .await;
+                    // Keep the connection a moment, so the 503 reaches the browser before
+                    // QUIC closes.
+                    let conn = request.conn().clone();
+                    tokio::spawn(async move {
+                        let _ = request
+                            .reject(axum::http::StatusCode::SERVICE_UNAVAILABLE)
+                            .await;
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        conn.close(0u32.into(), b"gateway full");
+                    });
                     continue;
                 }
                 let Ok(session) = request.ok().await else {
