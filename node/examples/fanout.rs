@@ -20,12 +20,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use bytes::Bytes;
 use clap::Parser;
-use fjord_node::core::proto::Role;
-use fjord_node::core::wire::{
-    ChannelKey, ChunkFlags, ChunkMeta, ManifestContent, Track, TrackKind,
-};
+use fjord_node::core::wire::ChannelKey;
+use fjord_node::synthetic::{SyntheticConfig, SyntheticOrigin};
 use fjord_node::{NodeConfig, Status, units};
 
 /// Loopback fan-out benchmark of the Fjord node.
@@ -303,16 +300,15 @@ async fn main() -> Result<()> {
         );
     }
     let key = ChannelKey::from_seed(&[42; 32]);
-    let video = args.rate * 95 / 100;
-    let audio = args.rate - video;
     let mut config = NodeConfig::viewer(key.channel_id(), args.origin_upload);
-    config.role = Role::Origin;
     config.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse()?];
     config.mesh.mdns = false;
     config.max_neighbours = Some(args.viewers);
-    let origin = fjord_node::start(config).await?;
-    let boot = origin.listen_addrs()[0].to_string();
-    let channel = key.channel_id().to_string();
+    let mut stream = SyntheticConfig::at(args.rate);
+    stream.chunk = Duration::from_millis(args.chunk_ms);
+    let origin = SyntheticOrigin::start(key, config, stream).await?;
+    let boot = origin.node.listen_addrs()[0].to_string();
+    let channel = origin.key.channel_id().to_string();
     let mut viewers = Vec::new();
     for _ in 0..args.viewers {
         let mut child = Command::new(&node_bin)
@@ -347,75 +343,6 @@ async fn main() -> Result<()> {
         std::thread::spawn(move || for _ in lines {});
         viewers.push(Viewer { child, status_url });
     }
-    let epoch = fjord_node::driver::now().as_micros();
-    let chunk_us = args.chunk_ms * 1000;
-    let content = ManifestContent {
-        epoch,
-        name: "fanout".into(),
-        issued_at_us: epoch,
-        chunk_duration_us: chunk_us as u32,
-        group_duration_us: 5 * chunk_us as u32,
-        target_latency_us: 3_000_000,
-        tracks: vec![
-            Track {
-                id: 0,
-                kind: TrackKind::Video,
-                codec: "avc1.42c01e".into(),
-                timescale: 90_000,
-                bitrate: video as u32,
-                init_segment: Bytes::from_static(b"v"),
-            },
-            Track {
-                id: 1,
-                kind: TrackKind::Audio,
-                codec: "mp4a.40.2".into(),
-                timescale: 48_000,
-                bitrate: audio as u32,
-                init_segment: Bytes::from_static(b"a"),
-            },
-        ],
-    };
-    origin
-        .publish_manifest(key.sign_manifest(&content)?)
-        .await?;
-    // Payloads are made once: the benchmark measures the node, not a random generator.
-    let payloads: Vec<Vec<u8>> = [video, audio]
-        .iter()
-        .map(|bps| {
-            (0..(bps * chunk_us / 8_000_000) as usize)
-                .map(|i| (i * 31 % 251) as u8)
-                .collect()
-        })
-        .collect();
-    let publisher = {
-        let origin = origin.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_micros(chunk_us));
-            for seq in 0u64.. {
-                tick.tick().await;
-                let now = fjord_node::driver::now().as_micros();
-                for (track, payload) in payloads.iter().enumerate() {
-                    let meta = ChunkMeta {
-                        epoch,
-                        track: track as u8,
-                        sequence: seq,
-                        flags: if seq.is_multiple_of(5) {
-                            ChunkFlags::GROUP_START | ChunkFlags::INDEPENDENT
-                        } else {
-                            ChunkFlags::INDEPENDENT
-                        },
-                        timestamp: seq,
-                        duration: 1,
-                        published_at_us: now,
-                    };
-                    let chunk = key.sign_chunk(&meta, payload).expect("within limits");
-                    if origin.publish_chunk(chunk).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        })
-    };
     let warmup = Instant::now() + Duration::from_secs(30);
     while !viewers
         .iter()
@@ -449,7 +376,7 @@ async fn main() -> Result<()> {
         .iter()
         .filter_map(|v| v.status_since(t0_us))
         .collect();
-    publisher.abort();
+    origin.stop_publishing();
     if before.len() != viewers.len() || after.len() != viewers.len() {
         bail!("a viewer stopped answering");
     }
@@ -521,6 +448,6 @@ async fn main() -> Result<()> {
         rss.iter().max().copied().unwrap_or(0),
         continuity.iter().copied().fold(1.0, f64::min)
     );
-    origin.shutdown().await;
+    origin.node.shutdown().await;
     Ok(())
 }

@@ -13,6 +13,7 @@
 //! - [`http`]: the node's HTTP endpoints (metrics, status, playback);
 //! - [`identity`]: the node's persistent libp2p key;
 //! - [`inspect`]: decodes and verifies stored messages for an operator;
+//! - [`synthetic`]: a synthetic signed channel for benchmarks and tests;
 //! - [`units`]: parsing of bit rates typed by operators.
 
 pub mod driver;
@@ -25,7 +26,8 @@ pub mod link;
 pub mod mesh;
 pub mod metrics;
 pub mod play;
+pub mod synthetic;
 pub mod units;
 
-pub use driver::{NodeConfig, NodeHandle, Status, start};
+pub use driver::{NodeConfig, NodeHandle, StartError, Status, start};
 pub use fjord_core as core;

@@ -5,7 +5,7 @@
 // TAMPER_EVERY on purpose) is rejected while playback goes on. Saves a screenshot.
 //
 // Usage: node e2e/e2e.mjs  (after `cargo build -p fjord-encoder -p fjord-node` and
-// `npm run build`). FJORD_BIN_DIR names the folder of the binaries (default:
+// `npm run build`; `make test-e2e` does all three). FJORD_BIN_DIR names the folder of the binaries (default:
 // $CARGO_TARGET_DIR/debug, or ~/.cache/fjord/target/debug); E2E_OUT the output folder.
 
 import { spawn, spawnSync } from "node:child_process";
@@ -22,7 +22,10 @@ const target = process.env.CARGO_TARGET_DIR ?? join(homedir(), ".cache/fjord/tar
 const bin = process.env.FJORD_BIN_DIR ?? join(target, "debug");
 const out = process.env.E2E_OUT ?? join(here, "out");
 const TAMPER_EVERY = 41;
-const PLAY_S = 12;
+// As a benchmark: FJORD_E2E_SIZE=1280x720 FJORD_E2E_BITRATE=2500k FJORD_E2E_SECONDS=30.
+const SIZE = process.env.FJORD_E2E_SIZE ?? "640x360";
+const BITRATE = process.env.FJORD_E2E_BITRATE ?? "800k";
+const PLAY_S = Number(process.env.FJORD_E2E_SECONDS ?? 12);
 
 const children = [];
 const work = mkdtempSync(join(tmpdir(), "fjord-e2e-"));
@@ -80,7 +83,7 @@ async function main() {
   if (keygen.status !== 0) fail(`keygen: ${keygen.stderr}`);
   const loop = "/ip4/127.0.0.1/udp/0/quic-v1";
   const origin = await start("encoder", enc, [
-    "run", "--key", key, "--size", "640x360", "--preset", "ultrafast", "--video-bitrate", "800k",
+    "run", "--key", key, "--size", SIZE, "--preset", "ultrafast", "--video-bitrate", BITRATE,
     "--listen", loop, "--no-mdns", "--http", "127.0.0.1:0",
   ], { channel: "channel: ", addr: "origin: " });
   const relay1 = await start("relay1", node, [

@@ -5,15 +5,10 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use fjord_node::core::proto::Role;
-use fjord_node::core::wire::{
-    ChannelKey, ChunkFlags, ChunkMeta, ManifestContent, Track, TrackKind,
-};
+use fjord_node::core::wire::ChannelKey;
+use fjord_node::synthetic::{SyntheticConfig, SyntheticOrigin};
 use fjord_node::{NodeConfig, NodeHandle, Status};
 
 pub const CHUNK_US: u64 = 200_000;
@@ -25,109 +20,37 @@ pub fn loopback() -> libp2p::Multiaddr {
     "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()
 }
 
-/// An origin node in this process, publishing a stream of random payloads at the nominal
-/// rates, 5 chunks a group, in real time.
+/// An origin node in this process, publishing a synthetic stream (video and audio at the
+/// nominal rates, 5 chunks a group) in real time.
 pub struct Origin {
+    inner: SyntheticOrigin,
     pub node: NodeHandle,
     pub key: ChannelKey,
     pub epoch: u64,
-    /// The last sequence published (per track, both alike), or u64::MAX before the first.
-    pub last: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl Origin {
     pub async fn start(seed: u8) -> Self {
         let key = ChannelKey::from_seed(&[seed; 32]);
-        let stream = u64::from(VIDEO_BPS + AUDIO_BPS);
-        let mut config = NodeConfig::viewer(key.channel_id(), 4 * stream);
-        config.role = Role::Origin;
+        let stream = SyntheticConfig {
+            video_bps: VIDEO_BPS,
+            audio_bps: AUDIO_BPS,
+            chunk: Duration::from_micros(CHUNK_US),
+            chunks_per_group: 5,
+            target_latency: Duration::from_micros(u64::from(TARGET_LATENCY_US)),
+        };
+        let mut config = NodeConfig::viewer(key.channel_id(), 4 * stream.stream_bps());
         config.listen = vec![loopback()];
         config.mesh.mdns = false;
         config.mesh.relay_server = true;
-        let node = fjord_node::start(config).await.unwrap();
-        let epoch = fjord_node::driver::now().as_micros();
-        let content = ManifestContent {
-            epoch,
-            name: "test".into(),
-            issued_at_us: epoch,
-            chunk_duration_us: CHUNK_US as u32,
-            group_duration_us: 5 * CHUNK_US as u32,
-            target_latency_us: TARGET_LATENCY_US,
-            tracks: vec![
-                Track {
-                    id: 0,
-                    kind: TrackKind::Video,
-                    codec: "avc1.42c01e".into(),
-                    timescale: 90_000,
-                    bitrate: VIDEO_BPS,
-                    init_segment: Bytes::from_static(b"init-v"),
-                },
-                Track {
-                    id: 1,
-                    kind: TrackKind::Audio,
-                    codec: "mp4a.40.2".into(),
-                    timescale: 48_000,
-                    bitrate: AUDIO_BPS,
-                    init_segment: Bytes::from_static(b"init-a"),
-                },
-            ],
-        };
-        node.publish_manifest(key.sign_manifest(&content).unwrap())
+        let inner = SyntheticOrigin::start(ChannelKey::from_seed(&[seed; 32]), config, stream)
             .await
             .unwrap();
-        let last = Arc::new(AtomicU64::new(u64::MAX));
-        let task = {
-            let node = node.clone();
-            let key = ChannelKey::from_seed(&[seed; 32]);
-            let last = last.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_micros(CHUNK_US));
-                let mut seq = 0u64;
-                let mut noise = 0x9e37_79b9_7f4a_7c15u64;
-                loop {
-                    tick.tick().await;
-                    let now = fjord_node::driver::now().as_micros();
-                    for (track, bps) in [(0u8, VIDEO_BPS), (1, AUDIO_BPS)] {
-                        let len = (u64::from(bps) * CHUNK_US / 8_000_000) as usize;
-                        let payload: Vec<u8> = (0..len)
-                            .map(|_| {
-                                noise ^= noise << 13;
-                                noise ^= noise >> 7;
-                                noise ^= noise << 17;
-                                noise as u8
-                            })
-                            .collect();
-                        let flags = if seq.is_multiple_of(5) {
-                            ChunkFlags::GROUP_START | ChunkFlags::INDEPENDENT
-                        } else {
-                            ChunkFlags::INDEPENDENT
-                        };
-                        let meta = ChunkMeta {
-                            epoch,
-                            track,
-                            sequence: seq,
-                            flags,
-                            timestamp: seq * 18_000,
-                            duration: 18_000,
-                            published_at_us: now,
-                        };
-                        let chunk = key.sign_chunk(&meta, &payload).unwrap();
-                        if node.publish_chunk(chunk).await.is_err() {
-                            return;
-                        }
-                    }
-                    last.store(seq, Ordering::SeqCst);
-                    seq += 1;
-                }
-            })
-        };
         Self {
-            node,
+            node: inner.node.clone(),
+            epoch: inner.epoch,
+            inner,
             key,
-            epoch,
-            last,
-            task,
         }
     }
 
@@ -140,13 +63,12 @@ impl Origin {
     }
 
     pub fn last_sequence(&self) -> Option<u64> {
-        let v = self.last.load(Ordering::SeqCst);
-        (v != u64::MAX).then_some(v)
+        self.inner.last_sequence()
     }
 
     /// Stops publishing (the node stays up).
     pub fn stop_publishing(&self) {
-        self.task.abort();
+        self.inner.stop_publishing();
     }
 }
 
@@ -247,20 +169,6 @@ pub async fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// On-time chunks and the chunks a node should have had in a window of the stream: between
-/// two status snapshots, against the origin's sequences.
-pub fn window_continuity(
-    before: &Status,
-    after: &Status,
-    from_seq: u64,
-    to_seq: u64,
-) -> (u64, u64) {
-    let on_time = after.counters.chunks_on_time - before.counters.chunks_on_time;
-    // Two tracks, every sequence of the window on each.
-    let expected = 2 * (to_seq - from_seq + 1);
-    (on_time, expected)
 }
 
 pub fn percentile(values: &mut [f64], q: f64) -> f64 {
