@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use fjord_encoder::cadence::Cadence;
 use fjord_encoder::ingest::{self, Control, Source};
 use fjord_encoder::keyfile;
@@ -19,6 +19,13 @@ use tracing::info;
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Read options from this TOML file (keys are the long option names of the subcommand).
+    /// The command line and environment variables override it.
+    #[arg(long, global = true, env = "FJORD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log as JSON lines (for log collectors) instead of text.
+    #[arg(long, global = true, env = "FJORD_LOG_JSON")]
+    log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -341,16 +348,21 @@ fn run(args: RunArgs) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,libp2p=warn,libp2p_kad=error")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    match Cli::parse().command {
+    let args =
+        fjord_node::config_file::with_config_file(&Cli::command(), std::env::args_os().collect())?;
+    let cli = Cli::parse_from(args);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,libp2p=warn,libp2p_kad=error")
+    });
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+    match cli.command {
         Command::Keygen { out } => {
             let key = keyfile::generate(&out).context("cannot create the channel key")?;
             eprintln!("wrote {} (keep it private and backed up)", out.display());

@@ -6,6 +6,7 @@
 //! - [`framing`]: frames on Fjord's long-lived streams;
 //! - [`gateway`]: the WebTransport gateway for browsers;
 //! - [`link`]: the tasks that write and read one neighbour's streams;
+//! - [`config_file`]: TOML configuration files for the command-line programs;
 //! - [`driver`]: the tokio task that owns the core and the swarm ([`driver::start`] gives a
 //!   [`NodeHandle`]);
 //! - [`metrics`]: Prometheus metrics and the JSON status;
@@ -16,6 +17,7 @@
 //! - [`synthetic`]: a synthetic signed channel for benchmarks and tests;
 //! - [`units`]: parsing of bit rates typed by operators.
 
+pub mod config_file;
 pub mod driver;
 pub mod framing;
 pub mod gateway;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use fjord_node::core::proto::Role;
 use fjord_node::core::wire::ChannelId;
 use fjord_node::gateway::GatewayConfig;
@@ -21,6 +21,10 @@ use tracing::info;
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Read options from this TOML file (keys are the long option names; `channel` for the
+    /// channel id). The command line and environment variables override it.
+    #[arg(long, global = true, env = "FJORD_CONFIG")]
+    config: Option<PathBuf>,
     /// Log as JSON lines (for log collectors) instead of text.
     #[arg(long, global = true, env = "FJORD_LOG_JSON")]
     log_json: bool,
@@ -116,7 +120,9 @@ struct NodeArgs {
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let args =
+        fjord_node::config_file::with_config_file(&Cli::command(), std::env::args_os().collect())?;
+    let cli = Cli::parse_from(args);
     init_logging(cli.log_json);
     match cli.command {
         Command::Inspect { files, channel } => {
