@@ -4,7 +4,14 @@
 # fresh machine starts from nothing.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/fjord/target
 
-.PHONY: test setup test-rust test-player test-e2e player lint bench fuzz-check
+.PHONY: test setup test-rust test-player test-e2e player demo lint bench fuzz-check
+
+## The whole system on this machine: installs what it needs, builds, and runs the test
+## pattern, its origin, three relay nodes, a browser gateway and a desktop-player URL.
+demo: setup
+	cd player-web && npm run build
+	cargo build --release -p fjord-encoder -p fjord-node
+	"$(CARGO_TARGET_DIR)/release/fjord-encoder" demo
 
 ## Install what is missing, then run every test of the workspace and the player, and the
 ## end-to-end test in headless Chromium.

@@ -1,5 +1,7 @@
 //! `fjord-encoder`: the broadcaster's command line.
 
+mod demo;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,6 +56,9 @@ enum Command {
     /// `srt://0.0.0.0:9000`, `rtmp://0.0.0.0:1935/live/stream`, `udp://0.0.0.0:5000`
     /// (MPEG-TS). A live sender may drop and come back: the channel goes on.
     Run(Box<RunArgs>),
+    /// Run the whole system on this machine: the test pattern, its origin, relay nodes, a
+    /// browser gateway and a desktop-player URL, with a live status line. Ctrl-C stops it.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(clap::Args)]
@@ -129,7 +134,7 @@ struct RunArgs {
     input_timeout: f64,
 }
 
-fn parse_size(s: &str) -> Result<(u32, u32), String> {
+pub(crate) fn parse_size(s: &str) -> Result<(u32, u32), String> {
     let (w, h) = s
         .split_once('x')
         .ok_or("expected WIDTHxHEIGHT, like 1280x720")?;
@@ -269,6 +274,7 @@ fn run(args: RunArgs) -> Result<()> {
         }
         if let Some(http) = http {
             println!("status: http://{http}/status");
+            println!("audience: http://{http}/stats");
         }
         Some(origin)
     };
@@ -376,6 +382,7 @@ fn main() -> Result<()> {
             println!("{}", key.channel_id());
         }
         Command::Run(args) => run(*args)?,
+        Command::Demo(args) => demo::run(args)?,
     }
     Ok(())
 }

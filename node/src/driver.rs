@@ -37,6 +37,7 @@ use tracing::{debug, info, warn};
 use crate::link::{self, CONTROL_QUEUE, DataQueue, LinkContext, LinkEvent, LinkId};
 use crate::mesh::{self, Behaviour, BehaviourEvent, MeshConfig, Protocols};
 use crate::metrics::{Metrics, StatusCounters};
+use crate::report::{Audience, AudienceStats, REPORT_INTERVAL, Report, SignedReport};
 
 /// Chunks a slow local consumer may lag behind before it skips ahead.
 const DELIVERY_QUEUE: usize = 512;
@@ -75,6 +76,11 @@ pub struct NodeConfig {
     pub seed: u64,
     /// How long a peer that sent invalid data is kept out.
     pub ban_duration: Duration,
+    /// Where to send audience reports: peer ids (default: the bootstrap peers).
+    pub report_to: Option<Vec<PeerId>>,
+    /// Include the node's addresses in its reports (off: the broadcaster learns figures, not
+    /// who watches).
+    pub report_addresses: bool,
     /// Find peers through the DHT (and announce this node there). Without it the node only
     /// ever links to its bootstrap peers and to peers that dial it: a fixed topology, for
     /// private relay chains and benchmarks.
@@ -100,6 +106,8 @@ impl NodeConfig {
             keypair,
             seed: u64::from_le_bytes(seed),
             ban_duration: Duration::from_secs(600),
+            report_to: None,
+            report_addresses: false,
             discovery: true,
         }
     }
@@ -175,6 +183,7 @@ pub struct NodeHandle {
     metrics: Arc<Metrics>,
     deliveries: broadcast::Sender<Chunk>,
     manifest: watch::Receiver<Option<Manifest>>,
+    audience: Option<Arc<std::sync::Mutex<Audience>>>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -221,6 +230,13 @@ impl NodeHandle {
     /// The manifest in force, once known.
     pub fn manifest(&self) -> watch::Receiver<Option<Manifest>> {
         self.manifest.clone()
+    }
+
+    /// What the audience reported (origin and seeds only).
+    pub fn audience(&self) -> Option<AudienceStats> {
+        self.audience
+            .as_ref()
+            .map(|a| a.lock().unwrap_or_else(|e| e.into_inner()).stats())
     }
 
     /// Where the node stands.
@@ -374,6 +390,7 @@ struct Driver {
     manifest: watch::Sender<Option<Manifest>>,
     target_latency_us: u64,
     local_peer: PeerId,
+    reachability: Arc<std::sync::Mutex<String>>,
 }
 
 /// Starts a node: builds the swarm, listens, dials the bootstrap peers and runs the driver
@@ -475,6 +492,15 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, StartError> {
     let (deliveries, _) = broadcast::channel(DELIVERY_QUEUE);
     let (manifest_tx, manifest_rx) = watch::channel(None);
     let core = fjord_core::Node::new(config.core_config(), config.seed, now());
+    let reachability = Arc::new(std::sync::Mutex::new(String::from("unknown")));
+    let audience = start_reports(
+        &config,
+        &mut streams,
+        &protocols,
+        metrics.clone(),
+        reachability.clone(),
+        &listen,
+    );
     let ctx = LinkContext {
         channel: config.channel,
         protocols,
@@ -504,6 +530,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, StartError> {
         manifest: manifest_tx,
         target_latency_us: 0,
         local_peer,
+        reachability: reachability.clone(),
     };
     // Bootstrap peers are the first candidates: usually the origin or a seed.
     let bootstrap: Vec<PeerId> = config.bootstrap.iter().filter_map(mesh::peer_of).collect();
@@ -523,7 +550,166 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, StartError> {
         metrics,
         deliveries,
         manifest: manifest_rx,
+        audience,
     })
+}
+
+/// Starts reporting to the configured peers, and (origin and seeds) taking reports: returns
+/// the audience those build.
+fn start_reports(
+    config: &NodeConfig,
+    streams: &mut libp2p_stream::Control,
+    protocols: &Protocols,
+    metrics: Arc<Metrics>,
+    reachability: Arc<std::sync::Mutex<String>>,
+    listen: &[Multiaddr],
+) -> Option<Arc<std::sync::Mutex<Audience>>> {
+    let targets: Vec<PeerId> = config
+        .report_to
+        .clone()
+        .unwrap_or_else(|| config.bootstrap.iter().filter_map(mesh::peer_of).collect());
+    let keypair = config.keypair.clone();
+    let local = keypair.public().to_peer_id();
+    let role = config.role;
+    let addresses: Option<Vec<String>> = config
+        .report_addresses
+        .then(|| listen.iter().map(ToString::to_string).collect());
+    let protocol = protocols.report.clone();
+    if role != Role::Origin && !targets.is_empty() {
+        let mut control = streams.clone();
+        let metrics = metrics.clone();
+        let protocol = protocol.clone();
+        let targets = targets.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REPORT_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let s = metrics.status(0);
+                let report = Report {
+                    peer: local.to_string(),
+                    role: format!("{role:?}").to_lowercase(),
+                    at_us: now().as_micros(),
+                    continuity: s.continuity,
+                    delay_ms_p50: s.delay_ms_p50,
+                    delay_ms_p95: s.delay_ms_p95,
+                    bytes_up: s.bytes_up,
+                    bytes_down: s.bytes_down,
+                    neighbours: s.neighbours,
+                    reachability: reachability
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone(),
+                    browsers: metrics.browsers.get().max(0) as u64,
+                    addresses: addresses.clone(),
+                };
+                let frame = SignedReport::sign(&report, &keypair).encode();
+                for t in &targets {
+                    send_report(&mut control, *t, protocol.clone(), frame.clone()).await;
+                }
+            }
+        });
+    }
+    if role == Role::Viewer {
+        return None;
+    }
+    let audience = Arc::new(std::sync::Mutex::new(Audience::default()));
+    let mut incoming = streams.accept(protocol.clone()).ok()?;
+    {
+        let audience = audience.clone();
+        let forward = (role == Role::Seed).then(|| (streams.clone(), targets.clone()));
+        tokio::spawn(async move {
+            while let Some((from, stream)) = incoming.next().await {
+                let audience = audience.clone();
+                let mut forward = forward.clone();
+                let protocol = protocol.clone();
+                tokio::spawn(async move {
+                    let Some(frame) = read_report(stream).await else {
+                        return;
+                    };
+                    let signed = match SignedReport::decode(&frame) {
+                        Ok(s) => s,
+                        Err(_) => {
+                            audience.lock().unwrap_or_else(|e| e.into_inner()).refuse();
+                            return;
+                        }
+                    };
+                    let Ok((peer, report)) = signed.verify() else {
+                        debug!(%from, "refused a report with a bad signature");
+                        audience.lock().unwrap_or_else(|e| e.into_inner()).refuse();
+                        return;
+                    };
+                    let accepted = audience.lock().unwrap_or_else(|e| e.into_inner()).accept(
+                        peer,
+                        report,
+                        now().as_micros(),
+                    );
+                    // A seed passes what it accepted on to the origin, untouched (signed).
+                    if accepted && let Some((control, targets)) = forward.as_mut() {
+                        for t in targets.iter() {
+                            send_report(control, *t, protocol.clone(), frame.clone()).await;
+                        }
+                    }
+                });
+            }
+        });
+    }
+    {
+        let audience = audience.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REPORT_INTERVAL);
+            loop {
+                tick.tick().await;
+                let up = metrics.bytes_up.get();
+                let mut a = audience.lock().unwrap_or_else(|e| e.into_inner());
+                let s = a.sample(now().as_micros(), if role == Role::Origin { up } else { 0 });
+                metrics.audience_viewers.set(s.viewers as i64);
+                metrics.audience_browsers.set(s.browsers as i64);
+                metrics
+                    .audience_peer_share_ppm
+                    .set(s.peer_share.map_or(0, |p| (p * 1e6) as i64));
+                metrics
+                    .audience_delay_ms
+                    .set(s.delay_ms.map_or(0, |d| d as i64));
+            }
+        });
+    }
+    Some(audience)
+}
+
+/// Sends one report frame on a stream of its own (a round trip to negotiate every ten
+/// seconds is nothing).
+async fn send_report(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    protocol: libp2p::StreamProtocol,
+    frame: Vec<u8>,
+) {
+    use futures::AsyncWriteExt;
+    let send = async {
+        let mut s = control.open_stream(peer, protocol).await.ok()?;
+        s.write_all(&frame).await.ok()?;
+        s.close().await.ok()
+    };
+    if tokio::time::timeout(Duration::from_secs(5), send)
+        .await
+        .is_err()
+    {
+        debug!(%peer, "report not delivered in 5 s");
+    }
+}
+
+/// Reads a report frame, at most [`crate::report::MAX_REPORT_LEN`] bytes, within 5 s.
+async fn read_report(mut stream: libp2p::Stream) -> Option<Vec<u8>> {
+    use futures::AsyncReadExt;
+    let mut buf = Vec::new();
+    let limit = crate::report::MAX_REPORT_LEN as u64 + 1;
+    let mut limited = (&mut stream).take(limit);
+    let read = limited.read_to_end(&mut buf);
+    match tokio::time::timeout(Duration::from_secs(5), read).await {
+        Ok(Ok(_)) if buf.len() <= crate::report::MAX_REPORT_LEN => Some(buf),
+        _ => None,
+    }
 }
 
 impl Driver {
@@ -735,6 +921,12 @@ impl Driver {
                 libp2p::autonat::Event::StatusChanged { new, .. },
             )) => {
                 info!(status = ?new, "reachability");
+                *self.reachability.lock().unwrap_or_else(|e| e.into_inner()) = match new {
+                    libp2p::autonat::NatStatus::Public(_) => "public",
+                    libp2p::autonat::NatStatus::Private => "private",
+                    libp2p::autonat::NatStatus::Unknown => "unknown",
+                }
+                .into();
                 if matches!(new, libp2p::autonat::NatStatus::Private) && !self.relayed {
                     // Not reachable from outside: take a reservation at the bootstrap peers
                     // (seeds and the origin run relays), so others reach us through them and

@@ -4,6 +4,8 @@
 //!   published since then);
 //! - `/live.mp4` (with `--play`): the channel as one continuous fragmented MP4, starting at the
 //!   newest group, for VLC, mpv, ffplay (see [`crate::play`]);
+//! - on the origin and seeds: `/stats` (the audience page) and `/stats.json` (see
+//!   [`crate::report`]);
 //! - with a gateway: `/gateway.json` (its port and certificate hash, see [`crate::gateway`]),
 //!   and the built browser player from a folder: `/?channel=<id>` plays the channel.
 
@@ -74,6 +76,11 @@ pub async fn serve(
     if app.gateway.is_some() {
         router = router.route("/gateway.json", get(gateway_info));
     }
+    if app.node.audience().is_some() {
+        router = router
+            .route("/stats", get(stats_page))
+            .route("/stats.json", get(stats_json));
+    }
     if app.player.is_some() {
         router = router
             .route("/", get(player_file))
@@ -88,6 +95,21 @@ pub async fn serve(
         }
     });
     Ok(bound)
+}
+
+/// The audience page of an origin or seed: charts drawn from `/stats.json`.
+async fn stats_page() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("stats.html"),
+    )
+}
+
+async fn stats_json(State(app): State<App>) -> Response {
+    match app.node.audience() {
+        Some(a) => ([(header::CACHE_CONTROL, "no-store")], axum::Json(a)).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn gateway_info(State(app): State<App>) -> Response {

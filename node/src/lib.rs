@@ -10,6 +10,7 @@
 //! - [`driver`]: the tokio task that owns the core and the swarm ([`driver::start`] gives a
 //!   [`NodeHandle`]);
 //! - [`metrics`]: Prometheus metrics and the JSON status;
+//! - [`report`]: audience reports to the origin and seeds, and their aggregate;
 //! - [`play`]: one continuous fragmented MP4 over HTTP for desktop players (`--play`);
 //! - [`http`]: the node's HTTP endpoints (metrics, status, playback);
 //! - [`identity`]: the node's persistent libp2p key;
@@ -28,6 +29,7 @@ pub mod link;
 pub mod mesh;
 pub mod metrics;
 pub mod play;
+pub mod report;
 pub mod synthetic;
 pub mod units;
 

@@ -104,6 +104,10 @@ struct NodeArgs {
     /// Test aid: corrupt every n-th chunk the gateway sends, to show players reject it.
     #[arg(long, hide = true)]
     test_tamper_every: Option<u64>,
+    /// Include this node's addresses in its audience reports (by default the broadcaster
+    /// learns only aggregate figures).
+    #[arg(long)]
+    report_addresses: bool,
     /// Keep the node's identity (its peer id) in this file, created if missing.
     #[arg(long, env = "FJORD_IDENTITY")]
     identity: Option<PathBuf>,
@@ -188,6 +192,7 @@ async fn serve(args: NodeArgs, role: Role) -> Result<()> {
     config.bootstrap = args.bootstrap;
     config.max_neighbours = args.neighbours;
     config.discovery = !args.fixed;
+    config.report_addresses = args.report_addresses;
     config.mesh = MeshConfig {
         mdns: !args.no_mdns && !args.fixed,
         relay_server: role == Role::Seed,
@@ -252,6 +257,9 @@ async fn serve(args: NodeArgs, role: Role) -> Result<()> {
         .with_context(|| format!("cannot serve HTTP on {}", args.http))?;
     println!("metrics: http://{http}/metrics");
     println!("status: http://{http}/status");
+    if node.audience().is_some() {
+        println!("audience: http://{http}/stats");
+    }
     if args.play {
         println!("play: http://{http}/live.mp4   (vlc, mpv or ffplay this URL)");
     }

@@ -34,6 +34,8 @@ pub struct Protocols {
     pub control: StreamProtocol,
     /// Chunks.
     pub data: StreamProtocol,
+    /// Audience reports to the origin and seeds (see [`crate::report`]).
+    pub report: StreamProtocol,
 }
 
 impl Protocols {
@@ -43,7 +45,13 @@ impl Protocols {
             .expect("starts with a slash");
         let data = StreamProtocol::try_from_owned(format!("/fjord/1/{channel}/data"))
             .expect("starts with a slash");
-        Self { control, data }
+        let report = StreamProtocol::try_from_owned(format!("/fjord/1/{channel}/report"))
+            .expect("starts with a slash");
+        Self {
+            control,
+            data,
+            report,
+        }
     }
 }
 

@@ -52,6 +52,16 @@ pub struct Metrics {
     pub chunk_delay: Histogram,
     /// Peers currently kept out.
     pub banned: Gauge,
+    /// Browser sessions this node serves as a gateway.
+    pub browsers: Gauge,
+    /// Origin and seeds: nodes that reported recently.
+    pub audience_viewers: Gauge,
+    /// Origin and seeds: browsers those nodes serve.
+    pub audience_browsers: Gauge,
+    /// Origin: share of viewers' bytes that peers served, parts per million.
+    pub audience_peer_share_ppm: Gauge,
+    /// Origin and seeds: median of the viewers' median chunk delays, ms.
+    pub audience_delay_ms: Gauge,
     state: Mutex<State>,
     core_seen: Mutex<fjord_core::Stats>,
     started_us: AtomicU64,
@@ -149,6 +159,36 @@ impl Metrics {
         );
         let banned = Gauge::default();
         registry.register("banned_peers", "Peers kept out", banned.clone());
+        let gauge = |name: &str, help: &str, registry: &mut Registry| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let browsers = gauge(
+            "gateway_sessions",
+            "Browser sessions this node serves",
+            &mut registry,
+        );
+        let audience_viewers = gauge(
+            "audience_viewers",
+            "Nodes that reported in the last 35 s (origin and seeds)",
+            &mut registry,
+        );
+        let audience_browsers = gauge(
+            "audience_browsers",
+            "Browser sessions the reporting nodes serve",
+            &mut registry,
+        );
+        let audience_peer_share_ppm = gauge(
+            "audience_peer_share_ppm",
+            "Share of the viewers' bytes served by peers rather than the origin, ppm",
+            &mut registry,
+        );
+        let audience_delay_ms = gauge(
+            "audience_delay_ms",
+            "Median of the reporting nodes' median chunk delay, ms",
+            &mut registry,
+        );
         let buckets = [
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5,
             2.0, 3.0, 5.0,
@@ -174,6 +214,11 @@ impl Metrics {
             continuity_ppm,
             chunk_delay,
             banned,
+            browsers,
+            audience_viewers,
+            audience_browsers,
+            audience_peer_share_ppm,
+            audience_delay_ms,
             state: Mutex::new(State::default()),
             core_seen: Mutex::new(fjord_core::Stats::default()),
             started_us: AtomicU64::new(0),
@@ -414,5 +459,28 @@ mod tests {
         let text = m.render();
         assert!(text.contains("fjord_chunks_on_time_total 3"), "{text}");
         assert!(text.contains("fjord_chunk_delay_seconds_bucket"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod dashboard {
+    /// Every metric the Grafana dashboard in the repo queries exists.
+    #[test]
+    fn the_grafana_dashboard_queries_real_metrics() {
+        let dashboard = include_str!("../../deploy/grafana/fjord-dashboard.json");
+        let text = super::Metrics::new().render();
+        let mut checked = 0;
+        for (i, _) in dashboard.match_indices("fjord_") {
+            let name: String = dashboard[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                text.lines().any(|l| l.starts_with(&name)),
+                "the dashboard queries {name}, which the node does not export"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 10, "the dashboard names its metrics");
     }
 }

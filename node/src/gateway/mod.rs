@@ -194,6 +194,7 @@ pub async fn start(
                     continue;
                 };
                 sessions.fetch_add(1, Ordering::Relaxed);
+                node.metrics().browsers.inc();
                 let (node, history, sessions, sent) = (
                     node.clone(),
                     history.clone(),
@@ -204,9 +205,11 @@ pub async fn start(
                 tokio::spawn(async move {
                     let remote = session.remote_address();
                     info!(%remote, "browser session opened");
+                    let metrics = node.metrics().clone();
                     let reason = serve(session, node, history, limit, tamper, sent).await;
                     info!(%remote, %reason, "browser session closed");
                     sessions.fetch_sub(1, Ordering::Relaxed);
+                    metrics.browsers.dec();
                 });
             }
         });

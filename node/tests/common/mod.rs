@@ -82,8 +82,13 @@ pub struct Viewer {
 
 impl Viewer {
     pub fn start(channel: &str, bootstrap: &str, extra: &[&str]) -> Self {
+        Self::start_as("watch", channel, bootstrap, extra)
+    }
+
+    /// `fjord-node <command>`: `watch` or `seed`.
+    pub fn start_as(command: &str, channel: &str, bootstrap: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fjord-node"))
-            .args(["watch", channel, "--bootstrap", bootstrap])
+            .args([command, channel, "--bootstrap", bootstrap])
             .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--no-mdns"])
             .args(["--http", "127.0.0.1:0", "--status-interval", "0"])
             .args(extra)
