@@ -156,6 +156,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         cadence,
         audio_bitrate: 128_000,
         target_latency_us: 3_000_000,
+        cbr: false,
     };
     let mut node = fjord_node::NodeConfig::viewer(channel, 4 * 2_628_000);
     node.role = fjord_core::proto::Role::Origin;

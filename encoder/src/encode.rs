@@ -48,6 +48,9 @@ pub struct VideoSettings {
     pub preset: String,
     /// Key-frame interval in frames (a group).
     pub keyint: u32,
+    /// Constant bit rate: x264 pads with filler data up to the bit rate, so simple pictures
+    /// (the test pattern) cost the network what real programmes do.
+    pub cbr: bool,
 }
 
 /// libx264 behind FFmpeg, producing one packet per frame without delay.
@@ -94,8 +97,9 @@ impl VideoEncoder {
         options.set(
             "x264-params",
             &format!(
-                "keyint={k}:min-keyint={k}:scenecut=0:bframes=0:vbv-maxrate={kbit}:vbv-bufsize={kbit}",
-                k = settings.keyint
+                "keyint={k}:min-keyint={k}:scenecut=0:bframes=0:vbv-maxrate={kbit}:vbv-bufsize={kbit}{cbr}",
+                k = settings.keyint,
+                cbr = if settings.cbr { ":nal-hrd=cbr:filler=1" } else { "" },
             ),
         );
         let enc = enc.open_with(options).map_err(ff("open libx264"))?;

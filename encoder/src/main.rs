@@ -92,6 +92,9 @@ struct RunArgs {
     /// Do not look for peers on the LAN with mDNS.
     #[arg(long)]
     no_mdns: bool,
+    /// Write the origin's JSON status to this file every second.
+    #[arg(long, requires = "listen")]
+    status_file: Option<PathBuf>,
     /// Channel name shown to viewers.
     #[arg(long, default_value = "Fjord test channel")]
     name: String,
@@ -113,6 +116,10 @@ struct RunArgs {
     /// --size, --video-bitrate and --preset then do not apply.
     #[arg(long)]
     video_copy: bool,
+    /// Constant video bit rate: pad with filler data up to --video-bitrate (for links that
+    /// want CBR, and so that benchmarks on simple pictures cost what real programmes do).
+    #[arg(long)]
+    cbr: bool,
     /// x264 preset: ultrafast, superfast, veryfast, faster, fast, medium, ...
     #[arg(long, default_value = "veryfast")]
     preset: String,
@@ -254,6 +261,7 @@ fn run(args: RunArgs) -> Result<()> {
         cadence,
         audio_bitrate: args.audio_bitrate,
         target_latency_us: args.target_latency_ms.saturating_mul(1000),
+        cbr: args.cbr,
     };
     let channel = key.channel_id();
     let origin = if args.listen.is_empty() {
@@ -268,6 +276,9 @@ fn run(args: RunArgs) -> Result<()> {
         node.mesh.mdns = !args.no_mdns;
         node.mesh.relay_server = true;
         let (origin, http) = Origin::start(node, args.http)?;
+        if let Some(path) = args.status_file.clone() {
+            origin.write_status_file(path);
+        }
         println!("channel: {channel}");
         for a in origin.node().listen_addrs() {
             println!("origin: {a}");

@@ -70,6 +70,8 @@ pub struct OutputConfig {
     pub audio_bitrate: u32,
     /// Target latency from publication to playout, in microseconds.
     pub target_latency_us: u32,
+    /// Constant video bit rate, padded with filler data.
+    pub cbr: bool,
 }
 
 /// Counters and latencies since the start.
@@ -183,6 +185,7 @@ impl Pipeline {
             bitrate: config.video_bitrate,
             preset: config.preset.clone(),
             keyint: cadence.frames_per_group(),
+            cbr: config.cbr,
         })?;
         let vmux = TrackMuxer::new(video.parameters(), ffmpeg_next::Rational::new(1, 90_000))?;
         let mut p = Self::build(key, config, publisher, Some(video))?;

@@ -178,6 +178,12 @@ impl Origin {
         &self.node
     }
 
+    /// Writes the origin's JSON status to `path` every second.
+    pub fn write_status_file(&self, path: PathBuf) {
+        let _guard = self.runtime.enter();
+        fjord_node::driver::write_status_file(self.node.clone(), path, 0);
+    }
+
     /// What the pipeline publishes through.
     pub fn publisher(&self) -> OriginPublisher {
         OriginPublisher(self.node.clone())

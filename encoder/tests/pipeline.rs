@@ -21,6 +21,7 @@ fn config(w: u32, h: u32) -> OutputConfig {
         cadence: Cadence::new(30, Duration::from_millis(200), Duration::from_millis(1000)).unwrap(),
         audio_bitrate: 96_000,
         target_latency_us: 3_000_000,
+        cbr: false,
     }
 }
 

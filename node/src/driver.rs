@@ -295,6 +295,26 @@ impl NodeHandle {
     }
 }
 
+/// Writes the node's status as JSON to `path` every second (beside, then renamed, so a reader
+/// never sees half a file), with delay percentiles over chunks published since `since_us`.
+pub fn write_status_file(node: NodeHandle, path: std::path::PathBuf, since_us: u64) {
+    tokio::spawn(async move {
+        let tmp = path.with_extension("part");
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let Ok(json) = serde_json::to_vec(&node.status_since(since_us)) else {
+                continue;
+            };
+            if let Err(e) = tokio::fs::write(&tmp, json).await {
+                warn!(path = %tmp.display(), error = %e, "cannot write the status file");
+                continue;
+            }
+            let _ = tokio::fs::rename(&tmp, &path).await;
+        }
+    });
+}
+
 /// Wall-clock now as the core counts time.
 pub fn now() -> Time {
     Time::from_micros(

@@ -121,6 +121,14 @@ struct NodeArgs {
     /// Seconds between status lines (0: none).
     #[arg(long, default_value_t = 5)]
     status_interval: u64,
+    /// Write the JSON status to this file every second (atomically: written beside, then
+    /// renamed), for tools that cannot reach the HTTP endpoint.
+    #[arg(long)]
+    status_file: Option<PathBuf>,
+    /// Delay percentiles in the status file cover chunks published from this time on (µs
+    /// since the Unix epoch).
+    #[arg(long, default_value_t = 0, requires = "status_file")]
+    status_since: u64,
 }
 
 fn main() -> Result<()> {
@@ -268,6 +276,9 @@ async fn serve(args: NodeArgs, role: Role) -> Result<()> {
         if player.is_some() {
             println!("page: http://{http}/?channel={}", args.channel);
         }
+    }
+    if let Some(path) = args.status_file.clone() {
+        fjord_node::driver::write_status_file(node.clone(), path, args.status_since);
     }
     let status = {
         let node = node.clone();

@@ -20,6 +20,8 @@ use serde::Serialize;
 
 /// Delays kept for percentiles in the status.
 const RECENT_DELAYS: usize = 4096;
+/// Buckets of 10 ms in the status's delay histogram (the last is open): 0 to 5 s.
+const DELAY_HIST_BUCKETS: usize = 501;
 /// Sequences kept per track that did not arrive on time (the most recent).
 const RECENT_MISSING: usize = 256;
 
@@ -65,6 +67,7 @@ pub struct Metrics {
     state: Mutex<State>,
     core_seen: Mutex<fjord_core::Stats>,
     started_us: AtomicU64,
+    first_chunk_us: AtomicU64,
 }
 
 #[derive(Default)]
@@ -222,6 +225,7 @@ impl Metrics {
             state: Mutex::new(State::default()),
             core_seen: Mutex::new(fjord_core::Stats::default()),
             started_us: AtomicU64::new(0),
+            first_chunk_us: AtomicU64::new(0),
         }
     }
 
@@ -263,6 +267,12 @@ impl Metrics {
         if !on_time {
             self.chunks_late.inc();
         }
+        let _ = self.first_chunk_us.compare_exchange(
+            0,
+            published_us.saturating_add(delay_us),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
         let delay_s = delay_us as f64 / 1e6;
         self.chunk_delay.observe(delay_s);
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -331,11 +341,19 @@ impl Metrics {
             .filter(|(p, _)| *p >= since_us)
             .map(|(_, d)| *d)
             .collect();
+        // Pooled over nodes, a histogram gives percentiles of the whole mesh (the emulator).
+        let mut delay_hist_10ms = vec![0u32; DELAY_HIST_BUCKETS];
+        for d in &d {
+            let i = ((d / 10.0) as usize).min(DELAY_HIST_BUCKETS - 1);
+            delay_hist_10ms[i] += 1;
+        }
         d.sort_by(f64::total_cmp);
         let q = |q: f64| (!d.is_empty()).then(|| d[((d.len() - 1) as f64 * q).round() as usize]);
         let expected = self.chunks_expected.get();
         StatusCounters {
             started_us: self.started_us.load(Ordering::Relaxed),
+            first_chunk_us: Some(self.first_chunk_us.load(Ordering::Relaxed)).filter(|t| *t > 0),
+            delay_hist_10ms,
             chunks_received: self.chunks_received.get(),
             chunks_sent: self.chunks_sent.get(),
             chunks_late: self.chunks_late.get(),
@@ -392,6 +410,11 @@ pub struct TrackProgress {
 pub struct StatusCounters {
     /// When the node started, µs since the Unix epoch.
     pub started_us: u64,
+    /// When its first chunk arrived, µs since the Unix epoch.
+    pub first_chunk_us: Option<u64>,
+    /// The delays of the recent deliveries (the same as the percentiles) in 10 ms buckets,
+    /// the last one open: to pool the delays of many nodes.
+    pub delay_hist_10ms: Vec<u32>,
     /// First copies of chunks received.
     pub chunks_received: u64,
     /// Chunks sent.

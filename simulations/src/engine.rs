@@ -895,7 +895,7 @@ impl<'s> Engine<'s> {
 }
 
 /// A Weibull-distributed session length with the given shape and mean.
-fn weibull(rng: &mut Rng, shape: f64, mean_s: f64) -> Duration {
+pub(crate) fn weibull(rng: &mut Rng, shape: f64, mean_s: f64) -> Duration {
     let scale = mean_s / gamma(1.0 + 1.0 / shape);
     let u = rng.unit().max(f64::MIN_POSITIVE);
     Duration::from_secs_f64(scale * (-u.ln()).powf(1.0 / shape))

@@ -11,6 +11,7 @@
 //! one instant run in scheduling order.
 
 pub mod bound;
+pub mod emulate;
 pub mod engine;
 pub mod metrics;
 pub mod network;

@@ -15,6 +15,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Read options from this TOML file (keys are the long option names of the subcommand).
+    #[arg(long, global = true, env = "FJORD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "FJORD_LOG_JSON")]
+    log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,6 +54,41 @@ enum Command {
         /// Folder for summary.md/.csv, delay_cdf.csv/.svg, continuity.csv/.svg.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Run a scenario on the real binaries: the origin and N `fjord-node` processes, each in a
+    /// network namespace, over a user-space router that emulates the scenario's WAN (rates,
+    /// delays, jitter, loss). Prints the emulator's report beside the simulator's prediction.
+    /// Needs root.
+    Emulate {
+        /// Scenario file (TOML).
+        scenario: PathBuf,
+        /// Override the number of viewers.
+        #[arg(long)]
+        peers: Option<usize>,
+        /// Override the run's duration, s.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Kill this share of the nodes at once (SIGKILL) at --kill-at.
+        #[arg(long, default_value_t = 0.3, requires = "kill_at")]
+        kill_share: f64,
+        /// When to kill, seconds after the start.
+        #[arg(long)]
+        kill_at: Option<f64>,
+        /// Picture size of the origin's test pattern.
+        #[arg(long, default_value = "640x360")]
+        size: String,
+        /// Folder of fjord-node and fjord-encoder (default: beside this program).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        /// Skip the simulator's prediction.
+        #[arg(long)]
+        no_predict: bool,
+        /// Write report.md and report.json here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Fail (exit 1) unless continuity reaches this share.
+        #[arg(long)]
+        min_continuity: Option<f64>,
     },
     /// Run a scenario for several N, every policy each, and write the results table
     /// (results.md, results.csv), the origin-egress and p99-delay plots against N, and each
@@ -108,7 +149,83 @@ fn run_all(sc: &Scenario, dir: &Path) -> Result<Vec<RunSummary>> {
 }
 
 fn main() -> Result<()> {
-    match Cli::parse().command {
+    use clap::CommandFactory;
+    let args =
+        fjord_node::config_file::with_config_file(&Cli::command(), std::env::args_os().collect())?;
+    let cli = Cli::parse_from(args);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    match cli.command {
+        Command::Emulate {
+            scenario,
+            peers,
+            duration,
+            kill_share,
+            kill_at,
+            size,
+            bin_dir,
+            no_predict,
+            out,
+            min_continuity,
+        } => {
+            let mut sc = Scenario::load(&scenario)?;
+            if let Some(p) = peers {
+                sc.peers = p;
+            }
+            if let Some(d) = duration {
+                sc.duration_s = d;
+            }
+            sc.validate()?;
+            let dir = scenario.parent().map(PathBuf::from).unwrap_or_default();
+            let bin_dir = match bin_dir {
+                Some(d) => d,
+                None => std::env::current_exe()?
+                    .parent()
+                    .map(PathBuf::from)
+                    .context("locate the binaries")?,
+            };
+            let opts = fjord_sim::emulate::EmulateOptions {
+                bin_dir,
+                kill_share,
+                kill_at_s: kill_at,
+                size,
+                predict: !no_predict,
+                verbose: true,
+            };
+            eprintln!(
+                "emulate: {} with {} nodes for {} s (warm-up {} s); Ctrl-C stops and cleans up",
+                sc.name, sc.peers, sc.duration_s, sc.warmup_s
+            );
+            let report = fjord_sim::emulate::run(&sc, &dir, &opts)?;
+            let table = fjord_sim::emulate::table(&report);
+            print!("{table}");
+            if let Some(out) = out {
+                std::fs::create_dir_all(&out)?;
+                std::fs::write(out.join("report.md"), &table)?;
+                std::fs::write(
+                    out.join("report.json"),
+                    serde_json::to_string_pretty(&report)?,
+                )?;
+                eprintln!("wrote {}", out.display());
+            }
+            if let Some(min) = min_continuity
+                && report.continuity < min
+            {
+                anyhow::bail!(
+                    "continuity {:.2}% is below the required {:.2}%",
+                    report.continuity * 100.0,
+                    min * 100.0
+                );
+            }
+        }
         Command::Run {
             scenario,
             peers,

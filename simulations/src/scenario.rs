@@ -80,6 +80,9 @@ pub struct Network {
     pub matrix: Option<String>,
     /// Probability that a packet is lost (1200-byte packets; QUIC recovers a loss in one RTT).
     pub loss: f64,
+    /// Emulator only: random extra one-way delay of each packet, uniform in 0..jitter_ms (in
+    /// order per path). The simulator's model has none.
+    pub jitter_ms: f64,
 }
 
 /// Departures and arrivals.
@@ -157,6 +160,7 @@ impl Default for Network {
             access_ms: [2.0, 10.0],
             matrix: None,
             loss: 0.0,
+            jitter_ms: 0.0,
         }
     }
 }

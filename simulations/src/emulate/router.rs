@@ -1,0 +1,277 @@
+//! The emulated WAN: a user-space router that owns one TUN device per host (each moved into
+//! the host's namespace) and forwards IPv4 packets between them.
+//!
+//! A packet from host `a` to host `b` leaves `a`'s uplink when the packets before it have
+//! (serialisation at `a`'s upload rate, a drop-tail queue of [`QUEUE_LIMIT`]), crosses the
+//! one-way delay of the pair plus a random jitter (in order per pair, as on one path), may be
+//! lost, then enters `b`'s downlink (serialisation at `b`'s download rate, the same queue
+//! limit) and is written to `b`'s TUN device. This machine's kernel has no `netem`, so this is
+//! how delay, jitter, loss and rates reach real processes.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use fjord_core::rng::Rng;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Longest a packet may wait in a link queue before it is dropped: the buffer of a home
+/// router's uplink, commonly several hundred ms to seconds of data.
+pub const QUEUE_LIMIT: Duration = Duration::from_millis(1000);
+
+/// One host's access link.
+#[derive(Clone, Debug)]
+pub struct HostLink {
+    /// Its address.
+    pub addr: Ipv4Addr,
+    /// Upload, bit/s.
+    pub up_bps: u64,
+    /// Download, bit/s.
+    pub down_bps: u64,
+}
+
+/// What the router counted.
+#[derive(Debug, Default)]
+pub struct RouterStats {
+    /// Packets forwarded.
+    pub forwarded: AtomicU64,
+    /// Packets lost on purpose.
+    pub lost: AtomicU64,
+    /// Packets dropped at a full queue.
+    pub dropped: AtomicU64,
+    /// Packets to no host of the emulation.
+    pub stray: AtomicU64,
+}
+
+/// The address of host `index`: 10.77.0.1 for the origin (index 0), then on.
+pub fn address(index: usize) -> Ipv4Addr {
+    let n = index + 1;
+    Ipv4Addr::new(10, 77, (n / 250) as u8, (n % 250 + 1) as u8)
+}
+
+/// The name of host `index`'s TUN device.
+pub fn device_name(index: usize) -> String {
+    format!("{}{index}", super::netns::PREFIX)
+}
+
+struct Packet {
+    src: usize,
+    dst: usize,
+    bytes: Vec<u8>,
+}
+
+/// Scheduled work: a packet reaching the far end of the path (then it queues for the
+/// downlink), or leaving the downlink (then it is written).
+enum Stage {
+    Arrive,
+    Deliver,
+}
+
+struct Event {
+    at: Instant,
+    seq: u64,
+    stage: Stage,
+    packet: Packet,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Event {}
+impl PartialOrd for Event {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Event {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+fn transmission(bytes: usize, bps: u64) -> Duration {
+    Duration::from_nanos((bytes as u64 * 8 * 1_000_000_000) / bps.max(1))
+}
+
+/// The router's shaping state: pure bookkeeping, driven by the forwarding task.
+struct Shaper {
+    links: Vec<HostLink>,
+    delay: Vec<Vec<Duration>>,
+    jitter: Duration,
+    loss: f64,
+    rng: Rng,
+    up_free: Vec<Instant>,
+    down_free: Vec<Instant>,
+    /// Per (src, dst): when the last packet reaches the far end (keeps a path in order).
+    path_last: HashMap<(usize, usize), Instant>,
+}
+
+/// Starts the router: creates one TUN device per host (named by [`device_name`]), runs the
+/// forwarding; returns the devices' names for the caller to move into namespaces, and the
+/// counters. `delay[a][b]` is the one-way delay from host `a` to host `b`.
+pub fn start(
+    links: Vec<HostLink>,
+    delay: Vec<Vec<Duration>>,
+    jitter: Duration,
+    loss: f64,
+    seed: u64,
+) -> Result<(Vec<String>, Arc<RouterStats>)> {
+    let mut devices = Vec::new();
+    let mut names = Vec::new();
+    for i in 0..links.len() {
+        let name = device_name(i);
+        let mut config = tun::Configuration::default();
+        config.tun_name(&name).layer(tun::Layer::L3).mtu(1500);
+        let dev = tun::create_as_async(&config)
+            .with_context(|| format!("cannot create the TUN device {name} (/dev/net/tun)"))?;
+        devices.push(Arc::new(dev));
+        names.push(name);
+    }
+    let stats = Arc::new(RouterStats::default());
+    let by_addr: HashMap<Ipv4Addr, usize> =
+        links.iter().enumerate().map(|(i, l)| (l.addr, i)).collect();
+    let (tx, mut rx) = mpsc::channel::<Packet>(65_536);
+    for (src, dev) in devices.iter().enumerate() {
+        let dev = dev.clone();
+        let tx = tx.clone();
+        let by_addr = by_addr.clone();
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                let Ok(n) = dev.recv(&mut buf).await else {
+                    return;
+                };
+                // IPv4 only: version nibble 4, destination at bytes 16..20.
+                if n < 20 || buf[0] >> 4 != 4 {
+                    continue;
+                }
+                let dst = Ipv4Addr::new(buf[16], buf[17], buf[18], buf[19]);
+                let Some(&dst) = by_addr.get(&dst) else {
+                    stats.stray.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let packet = Packet {
+                    src,
+                    dst,
+                    bytes: buf[..n].to_vec(),
+                };
+                if tx.try_send(packet).is_err() {
+                    stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    let now = Instant::now();
+    let mut shaper = Shaper {
+        up_free: vec![now; links.len()],
+        down_free: vec![now; links.len()],
+        links,
+        delay,
+        jitter,
+        loss,
+        rng: Rng::new(seed),
+        path_last: HashMap::new(),
+    };
+    {
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let mut heap: BinaryHeap<Reverse<Event>> = BinaryHeap::new();
+            let mut seq = 0u64;
+            loop {
+                let next = heap.peek().map(|Reverse(e)| e.at);
+                tokio::select! {
+                    p = rx.recv() => {
+                        let Some(p) = p else { return };
+                        if let Some(at) = shaper.uplink(p.src, p.dst, p.bytes.len(), Instant::now(), &stats) {
+                            seq += 1;
+                            heap.push(Reverse(Event { at, seq, stage: Stage::Arrive, packet: p }));
+                        }
+                    }
+                    () = async {
+                        match next {
+                            Some(at) => tokio::time::sleep_until(at).await,
+                            None => futures::future::pending().await,
+                        }
+                    } => {
+                        let now = Instant::now();
+                        while heap.peek().is_some_and(|Reverse(e)| e.at <= now) {
+                            let Reverse(e) = heap.pop().expect("peeked");
+                            match e.stage {
+                                Stage::Arrive => {
+                                    if let Some(at) = shaper.downlink(e.packet.dst, e.packet.bytes.len(), e.at, &stats) {
+                                        seq += 1;
+                                        heap.push(Reverse(Event { at, seq, stage: Stage::Deliver, packet: e.packet }));
+                                    }
+                                }
+                                Stage::Deliver => {
+                                    let dev = &devices[e.packet.dst];
+                                    if dev.send(&e.packet.bytes).await.is_ok() {
+                                        stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+    Ok((names, stats))
+}
+
+impl Shaper {
+    /// When a packet entering `src`'s uplink now reaches the far end, or `None` if it is
+    /// dropped (full queue) or lost.
+    fn uplink(
+        &mut self,
+        src: usize,
+        dst: usize,
+        len: usize,
+        now: Instant,
+        stats: &RouterStats,
+    ) -> Option<Instant> {
+        let start = self.up_free[src].max(now);
+        if start.duration_since(now) > QUEUE_LIMIT {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let depart = start + transmission(len, self.links[src].up_bps);
+        self.up_free[src] = depart;
+        if self.loss > 0.0 && self.rng.chance(self.loss) {
+            stats.lost.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let jitter = self.jitter.mul_f64(self.rng.unit());
+        let arrive = depart + self.delay[src][dst] + jitter;
+        let last = self.path_last.entry((src, dst)).or_insert(arrive);
+        let arrive = arrive.max(*last);
+        *last = arrive;
+        Some(arrive)
+    }
+
+    /// When a packet reaching `dst` at `at` leaves its downlink, or `None` if dropped.
+    fn downlink(
+        &mut self,
+        dst: usize,
+        len: usize,
+        at: Instant,
+        stats: &RouterStats,
+    ) -> Option<Instant> {
+        let start = self.down_free[dst].max(at);
+        if start.duration_since(at) > QUEUE_LIMIT {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let done = start + transmission(len, self.links[dst].down_bps);
+        self.down_free[dst] = done;
+        Some(done)
+    }
+}
