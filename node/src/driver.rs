@@ -127,6 +127,8 @@ impl NodeConfig {
             c.max_neighbours = n.clamp(1, fjord_core::neighbours::MAX_SLOTS - 8);
             c.min_neighbours = c.min_neighbours.min(c.max_neighbours);
         }
+        // Chunks go to QUIC whole: an aborted one still crosses the link.
+        c.abort_frees_uplink = false;
         c
     }
 }

@@ -52,6 +52,12 @@ pub enum FramingError {
     Frame(#[from] FrameError),
 }
 
+/// Appends one frame (length prefix and encoding) to `out`, for writing several at once.
+pub fn encode_frame(out: &mut Vec<u8>, frame: &[u8]) {
+    out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+    out.extend_from_slice(frame);
+}
+
 /// Writes one frame whose encoding (kind byte and body) is `frame`.
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> std::io::Result<()> {
     let len = u32::try_from(frame.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;

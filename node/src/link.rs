@@ -27,6 +27,8 @@ use crate::metrics::Metrics;
 pub const CONTROL_QUEUE: usize = 1024;
 /// Chunks queued towards one peer at most (the core's window keeps far fewer).
 pub const DATA_QUEUE: usize = 32;
+/// Bytes of control frames written to QUIC at once at most.
+const CONTROL_BATCH: usize = 16 * 1024;
 /// Time allowed to open both streams to a peer (dialling included).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -165,10 +167,20 @@ pub async fn write(
     }
     let metrics = ctx.metrics.clone();
     let control_side = async {
+        let mut batch = Vec::new();
         while let Some(frame) = frames.recv().await {
-            framing::write_frame(&mut ctl, &frame).await?;
-            metrics.bytes_up.inc_by(4 + frame.len() as u64);
-            // Control messages are small and urgent: hand each to QUIC at once.
+            // Control messages are small and urgent: hand them to QUIC at once, but all that
+            // are waiting together, so that they share packets (a packet's headers cost more
+            // than an announcement).
+            batch.clear();
+            framing::encode_frame(&mut batch, &frame);
+            while batch.len() < CONTROL_BATCH
+                && let Ok(more) = frames.try_recv()
+            {
+                framing::encode_frame(&mut batch, &more);
+            }
+            ctl.write_all(&batch).await?;
+            metrics.bytes_up.inc_by(batch.len() as u64);
             ctl.flush().await?;
         }
         data.close();

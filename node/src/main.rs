@@ -71,7 +71,7 @@ struct NodeArgs {
     #[arg(long, env = "FJORD_EXTERNAL")]
     external: Vec<Multiaddr>,
     /// Upload this node offers to the mesh (bit/s; k, M, G suffixes). The scheduler paces
-    /// its sends to it: set it at or below the real uplink.
+    /// chunks to it; QUIC and control messages come on top: about 80% of the real uplink.
     #[arg(short, long, env = "FJORD_UPLOAD", value_parser = units::parse_rate)]
     upload: Option<u64>,
     /// Neighbours to keep (default: 20 for viewers, 40 for seeds).
@@ -125,6 +125,10 @@ struct NodeArgs {
     /// renamed), for tools that cannot reach the HTTP endpoint.
     #[arg(long)]
     status_file: Option<PathBuf>,
+    /// Worker threads of the node (default: one per core). One is plenty for a viewer; many
+    /// nodes on one machine (the emulator) run best with one each.
+    #[arg(long)]
+    threads: Option<usize>,
     /// Delay percentiles in the status file cover chunks published from this time on (µs
     /// since the Unix epoch).
     #[arg(long, default_value_t = 0, requires = "status_file")]
@@ -175,10 +179,19 @@ fn init_logging(json: bool) {
 }
 
 fn run(args: NodeArgs, role: Role) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = match args.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n.max(1))
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    }
+    .context("cannot start the async runtime")?;
     runtime.block_on(serve(args, role))
 }
 

@@ -11,6 +11,7 @@
 //!   relay, then directly after hole punching); seeds and the origin also run a relay server;
 //! - connection limits and a block list (peers that sent invalid data are kept out for a while).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
@@ -140,6 +141,9 @@ pub fn build(keypair: Keypair, config: &MeshConfig) -> Result<Swarm<Behaviour>, 
             // counting on it. Keep-alive traffic is a few packets a second at most.
             c.max_idle_timeout = u32::try_from(idle.as_millis()).unwrap_or(u32::MAX);
             c.keep_alive_interval = idle / 4;
+            // BBR: random loss (radio, busy home links) must not shrink a connection's rate
+            // the way Cubic does, or chunks wait inside QUIC where the scheduler cannot see.
+            c.congestion_controller = Some(Arc::new(quinn::congestion::BbrConfig::default()));
             c
         })
         .with_relay_client(noise::Config::new, yamux::Config::default)?

@@ -88,6 +88,11 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Share of neighbour slots kept whatever their usefulness (robustness of the mesh).
     pub protected_share: f64,
+    /// Whether aborting the transfer on the uplink frees the uplink at once. True where a
+    /// transfer stops part-way (the simulator's links); the node's driver hands whole chunks
+    /// to QUIC, which sends them anyway, so there the uplink stays busy for the chunk's full
+    /// transmission time, or the node would offer its link more than it can carry.
+    pub abort_frees_uplink: bool,
 }
 
 impl Config {
@@ -106,6 +111,7 @@ impl Config {
             maintenance_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(20),
             protected_share: 0.25,
+            abort_frees_uplink: true,
         }
     }
 
@@ -825,7 +831,9 @@ impl Node {
     fn abort_if_current(&mut self, now: Time, slot: usize, track: usize, seq: u64) {
         if self.current == Some((slot, track, seq)) && now < self.uplink_free_at {
             self.current = None;
-            self.uplink_free_at = now;
+            if self.config.abort_frees_uplink {
+                self.uplink_free_at = now;
+            }
             self.stats.aborted += 1;
             let id = self.chunk_id(track, seq);
             if let Some(n) = self.neighbours.get_mut(slot) {

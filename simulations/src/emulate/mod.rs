@@ -383,6 +383,9 @@ async fn run_inner(
                 "127.0.0.1:8090".into(),
                 "--status-interval".into(),
                 "0".into(),
+                // Many nodes share two cores here: one thread each costs least.
+                "--threads".into(),
+                "1".into(),
                 "--status-file".into(),
                 status.display().to_string(),
                 "--status-since".into(),
@@ -443,6 +446,20 @@ async fn run_inner(
                 stats.lost.load(std::sync::atomic::Ordering::Relaxed),
                 stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
             );
+        }
+    }
+    if opts.verbose {
+        for (i, (up, down)) in stats.host_drops.iter().enumerate() {
+            let (u, d) = (
+                up.load(std::sync::atomic::Ordering::Relaxed),
+                down.load(std::sync::atomic::Ordering::Relaxed),
+            );
+            if u + d > 0 {
+                eprintln!(
+                    "emulate: host {i} ({:.2} Mbit/s up): {u} packets dropped at its uplink, {d} at its downlink",
+                    links[i].up_bps as f64 / 1e6
+                );
+            }
         }
     }
     // Final reads: one more second, so every status file is current.
@@ -628,11 +645,11 @@ pub fn table(r: &EmuReport) -> String {
     out
 }
 
-/// What a node is told its upload is: 90% of its link, the headroom a real deployment needs
+/// What a node is told its upload is: 80% of its link, the headroom a real deployment needs
 /// for QUIC's headers and acknowledgements and Fjord's control messages (the simulator's
 /// links carry chunks alone).
 fn paced(link_bps: u64) -> u64 {
-    link_bps * 9 / 10
+    link_bps * 8 / 10
 }
 
 fn tempfile_dir() -> Result<PathBuf> {

@@ -46,6 +46,8 @@ pub struct RouterStats {
     pub dropped: AtomicU64,
     /// Packets to no host of the emulation.
     pub stray: AtomicU64,
+    /// Per host: packets dropped at its uplink and at its downlink queue.
+    pub host_drops: Vec<(AtomicU64, AtomicU64)>,
 }
 
 /// The address of host `index`: 10.77.0.1 for the origin (index 0), then on.
@@ -134,7 +136,10 @@ pub fn start(
         devices.push(Arc::new(dev));
         names.push(name);
     }
-    let stats = Arc::new(RouterStats::default());
+    let stats = Arc::new(RouterStats {
+        host_drops: (0..links.len()).map(|_| Default::default()).collect(),
+        ..Default::default()
+    });
     let by_addr: HashMap<Ipv4Addr, usize> =
         links.iter().enumerate().map(|(i, l)| (l.addr, i)).collect();
     let (tx, mut rx) = mpsc::channel::<Packet>(65_536);
@@ -241,6 +246,7 @@ impl Shaper {
         let start = self.up_free[src].max(now);
         if start.duration_since(now) > QUEUE_LIMIT {
             stats.dropped.fetch_add(1, Ordering::Relaxed);
+            stats.host_drops[src].0.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         let depart = start + transmission(len, self.links[src].up_bps);
@@ -268,6 +274,7 @@ impl Shaper {
         let start = self.down_free[dst].max(at);
         if start.duration_since(at) > QUEUE_LIMIT {
             stats.dropped.fetch_add(1, Ordering::Relaxed);
+            stats.host_drops[dst].1.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         let done = start + transmission(len, self.links[dst].down_bps);

@@ -1,0 +1,44 @@
+//! The emulator's small scenario, as the test suite runs it: the origin and 8 real nodes in
+//! network namespaces over the emulated WAN (rates, 20-80 ms delays, jitter, 1% loss), for a
+//! minute. Needs root, like the emulator (the test suite runs as root).
+
+use std::process::Command;
+
+#[test]
+fn eight_real_nodes_over_an_emulated_wan_keep_continuity() {
+    let sim = env!("CARGO_BIN_EXE_fjord-sim");
+    let bin_dir = std::path::Path::new(sim).parent().unwrap();
+    for b in ["fjord-node", "fjord-encoder"] {
+        assert!(
+            bin_dir.join(b).exists(),
+            "{b} is built with the workspace (cargo test --workspace, make test)"
+        );
+    }
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/emu8.toml");
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(sim)
+        .args(["emulate", scenario, "--min-continuity", "0.99", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    eprintln!("{stderr}\n{stdout}");
+    assert!(
+        run.status.success(),
+        "the emulated run fell short: {stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
+    assert!(report["continuity"].as_f64().unwrap() >= 0.99);
+    assert!(
+        report["predicted"].is_array(),
+        "the simulator's prediction is beside it"
+    );
+    // Nothing of the run is left behind.
+    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&ns.stdout).contains("fjemu-"),
+        "namespaces left behind"
+    );
+}
