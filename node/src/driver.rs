@@ -224,7 +224,7 @@ impl NodeHandle {
     }
 
     /// Every chunk newly complete here, in arrival order. A receiver that falls more than
-    /// [`DELIVERY_QUEUE`] chunks behind loses the oldest (and is told so).
+    /// 512 chunks behind loses the oldest (and is told so).
     pub fn deliveries(&self) -> broadcast::Receiver<Chunk> {
         self.deliveries.subscribe()
     }
