@@ -1042,19 +1042,28 @@ impl Driver {
             tokio::spawn(link::read_data(ctx, peer, id, stream))
         };
         link.tasks.push(task);
-        if !link.up {
-            link.up = true;
-            let outbound = link.outbound;
-            let core_id = self.ids.core(peer);
-            self.core.handle(
-                now(),
-                Input::PeerUp {
-                    peer: core_id,
-                    outbound,
-                    rtt: None,
-                },
-            );
+        self.mark_up(peer);
+    }
+
+    /// Tells the core about `peer` the first time either side's streams exist.
+    fn mark_up(&mut self, peer: PeerId) {
+        let Some(link) = self.links.get_mut(&peer) else {
+            return;
+        };
+        if link.up {
+            return;
         }
+        link.up = true;
+        let outbound = link.outbound;
+        let core_id = self.ids.core(peer);
+        self.core.handle(
+            now(),
+            Input::PeerUp {
+                peer: core_id,
+                outbound,
+                rtt: None,
+            },
+        );
     }
 
     fn link_is(&self, peer: &PeerId, id: LinkId) -> bool {
@@ -1067,21 +1076,10 @@ impl Driver {
                 if !self.link_is(&peer, id) {
                     return;
                 }
-                let link = self.links.get_mut(&peer).expect("checked");
-                link.opened = true;
-                if !link.up {
-                    link.up = true;
-                    let outbound = link.outbound;
-                    let core_id = self.ids.core(peer);
-                    self.core.handle(
-                        now(),
-                        Input::PeerUp {
-                            peer: core_id,
-                            outbound,
-                            rtt: None,
-                        },
-                    );
+                if let Some(link) = self.links.get_mut(&peer) {
+                    link.opened = true;
                 }
+                self.mark_up(peer);
             }
             LinkEvent::OpenFailed(peer, id, reason) => {
                 if !self.link_is(&peer, id) {

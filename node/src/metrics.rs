@@ -405,6 +405,25 @@ pub struct TrackProgress {
     pub missing: Vec<u64>,
 }
 
+impl TrackProgress {
+    /// How many of the sequences `from..=to` this node did not get on time, as far as its
+    /// record tells: those outside the range it received, and those it lists as missing (the
+    /// list keeps the most recent 256).
+    pub fn missed(&self, from: u64, to: u64) -> u64 {
+        if to < from {
+            return 0;
+        }
+        let before = self.first.saturating_sub(from).min(to - from + 1);
+        let after = to.saturating_sub(self.highest.max(from.saturating_sub(1)));
+        let inside = self
+            .missing
+            .iter()
+            .filter(|s| (from..=to).contains(*s))
+            .count() as u64;
+        before + after + inside
+    }
+}
+
 /// Counters and delay percentiles, as served in the JSON status.
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct StatusCounters {

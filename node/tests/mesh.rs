@@ -15,19 +15,13 @@ const PHASE: Duration = Duration::from_secs(20);
 
 /// Chunks of `[from, to]` (both tracks) that did not arrive on time at this node.
 fn misses(status: &Status, from: u64, to: u64) -> u64 {
-    let mut n = 0;
-    for t in &status.counters.tracks {
-        // Sequences the node never saw the range of are missed too.
-        n += t.first.saturating_sub(from).min(to - from + 1);
-        n += to.saturating_sub(t.highest.max(from.saturating_sub(1)));
-        n += t
-            .missing
-            .iter()
-            .filter(|s| (from..=to).contains(*s))
-            .count() as u64;
-    }
     assert_eq!(status.counters.tracks.len(), 2, "both tracks arrive");
-    n
+    status
+        .counters
+        .tracks
+        .iter()
+        .map(|t| t.missed(from, to))
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,11 +34,14 @@ async fn ten_nodes_get_every_chunk_in_time_and_survive_three_crashes() {
         .collect();
     // Warm-up: the viewers join at once (a flash crowd) with only the origin as bootstrap,
     // then find each other through the DHT. Measure once the mesh has formed: every viewer
-    // receiving and linked to at least five others.
+    // receiving and linked to at least eight of the other ten (viewers and origin): before
+    // that, links still open and close, and a chunk the origin pushed into a link that then
+    // closed can miss everyone (the origin pushes newest first and, saturated, serves no
+    // requests).
     wait_until(Duration::from_secs(30), "every viewer in the mesh", || {
         viewers.iter().all(|v| {
             v.status()
-                .is_some_and(|s| s.counters.chunks_received > 10 && s.counters.neighbours >= 5)
+                .is_some_and(|s| s.counters.chunks_received > 10 && s.counters.neighbours >= 8)
         })
     })
     .await;

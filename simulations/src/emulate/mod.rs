@@ -144,22 +144,17 @@ impl Drop for Proc {
     }
 }
 
-/// Chunks of sequences `[from, to]` (every track) that a node did not get on time.
+/// Chunks of sequences `[from, to]` (every track) that a node did not get on time; a track it
+/// never received is missed whole.
 fn misses(status: &Status, from: u64, to: u64, tracks: usize) -> u64 {
-    let mut n = 0;
-    let mut seen = 0;
-    for t in &status.counters.tracks {
-        seen += 1;
-        n += t.first.saturating_sub(from).min(to - from + 1);
-        n += to.saturating_sub(t.highest.max(from.saturating_sub(1)));
-        n += t
-            .missing
-            .iter()
-            .filter(|s| (from..=to).contains(*s))
-            .count() as u64;
-    }
-    // A track never received at all is all missed.
-    n + (tracks.saturating_sub(seen) as u64) * (to - from + 1)
+    let seen = status.counters.tracks.len();
+    let missed: u64 = status
+        .counters
+        .tracks
+        .iter()
+        .map(|t| t.missed(from, to))
+        .sum();
+    missed + (tracks.saturating_sub(seen) as u64) * (to - from + 1)
 }
 
 fn percentile_of_hist(hist: &[u64], q: f64) -> f64 {
