@@ -86,6 +86,7 @@ fn wall_us() -> u64 {
 
 /// A process in a namespace.
 struct Proc {
+    host: usize,
     child: Child,
     status_file: PathBuf,
     started_us: u64,
@@ -95,6 +96,7 @@ struct Proc {
 
 impl Proc {
     fn spawn(
+        host: usize,
         ns: &str,
         bin: &Path,
         args: &[String],
@@ -112,6 +114,7 @@ impl Proc {
             .spawn()
             .with_context(|| format!("cannot start {} in {ns}", bin.display()))?;
         Ok(Self {
+            host,
             child,
             status_file,
             started_us: wall_us(),
@@ -283,6 +286,7 @@ async fn run_inner(
     let audio = 96_000u64;
     let listen = |i: usize| format!("/ip4/{}/udp/9000/quic-v1", links[i].addr);
     let mut origin = Proc::spawn(
+        0,
         &netns::name(0),
         enc_bin,
         &[
@@ -387,6 +391,7 @@ async fn run_inner(
                 warmup_end_us.to_string(),
             ];
             let mut p = Proc::spawn(
+                host,
                 &netns::name(host),
                 node_bin,
                 &args,
@@ -501,6 +506,16 @@ async fn run_inner(
         missed += m;
         expected += e;
         per_node.push(1.0 - m as f64 / e as f64);
+        if opts.verbose && m > 0 {
+            eprintln!(
+                "emulate: node {} ({:.2} Mbit/s up, {} neighbours at the end): {:.2}% ({m} of {e} chunks missed), delay p50 {:?} ms",
+                p.host,
+                links[p.host].up_bps as f64 / 1e6,
+                s.counters.neighbours,
+                100.0 - 100.0 * m as f64 / e as f64,
+                s.counters.delay_ms_p50.map(|d| d.round()),
+            );
+        }
         for (i, c) in s.counters.delay_hist_10ms.iter().enumerate() {
             hist[i.min(500)] += u64::from(*c);
         }
@@ -567,7 +582,11 @@ async fn run_inner(
     };
     drop(nodes);
     drop(origin);
-    let _ = std::fs::remove_dir_all(&work);
+    if std::env::var_os("FJEMU_KEEP").is_some() {
+        eprintln!("emulate: status files and logs kept in {}", work.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
     Ok(report)
 }
 
