@@ -150,6 +150,10 @@ pub struct Engine<'s> {
     end: Time,
     metrics: Metrics,
     events: u64,
+    debug: bool,
+    hops: Vec<Vec<u8>>,
+    got_at: Vec<Vec<Time>>,
+    hop_stats: std::collections::BTreeMap<u8, (u64, f64, f64, f64)>,
 }
 
 impl<'s> Engine<'s> {
@@ -200,6 +204,10 @@ impl<'s> Engine<'s> {
             end: start + Duration::from_secs_f64(sc.duration_s),
             metrics: Metrics::new(total_chunks as usize, chunk_bytes),
             events: 0,
+            debug: std::env::var_os("FJORD_SIM_DEBUG").is_some(),
+            hops: Vec::new(),
+            got_at: Vec::new(),
+            hop_stats: Default::default(),
         })
     }
 
@@ -287,7 +295,7 @@ impl<'s> Engine<'s> {
                 self.events,
                 self.events as f64 / node_stats.chunks_received.max(1) as f64
             );
-            let mut by_class: std::collections::BTreeMap<u64, (f64, f64, usize)> =
+            let mut by_class: std::collections::BTreeMap<u64, (f64, f64, usize, u64, u64)> =
                 Default::default();
             for h in &self.hosts {
                 if let Some(n) = &h.node {
@@ -296,6 +304,11 @@ impl<'s> Engine<'s> {
                     e.0 += n.stats().chunk_bytes_sent as f64 * 8.0;
                     e.1 += h.upload_bps as f64 * secs;
                     e.2 += 1;
+                    let (lo, hi) = h.eligible;
+                    if hi >= lo {
+                        e.3 += h.on_time;
+                        e.4 += hi - lo + 1;
+                    }
                 }
             }
             let mut orphans = [0usize; 9];
@@ -306,11 +319,21 @@ impl<'s> Engine<'s> {
                     orphans[none] += 1;
                 }
             }
-            eprintln!("hosts by number of parentless substreams (0..8): {orphans:?}");
-            for (up, (sent, cap, count)) in by_class {
+            for (h, (c, d, w, x)) in &self.hop_stats {
+                let c = *c as f64;
                 eprintln!(
-                    "class {up}: {count} hosts, uplink use {:.1}%",
-                    100.0 * sent / cap
+                    "hop {h}: {c} first copies, delay {:.0} ms, wait at sender {:.0} ms, transfer {:.0} ms",
+                    1e3 * d / c,
+                    1e3 * w / c,
+                    1e3 * x / c
+                );
+            }
+            eprintln!("hosts by number of parentless substreams (0..8): {orphans:?}");
+            for (up, (sent, cap, count, on_time, eligible)) in by_class {
+                eprintln!(
+                    "class {up}: {count} hosts, uplink use {:.1}%, continuity {:.2}%",
+                    100.0 * sent / cap,
+                    100.0 * on_time as f64 / eligible.max(1) as f64
                 );
             }
             for h in self.hosts.iter().take(12) {
@@ -646,6 +669,40 @@ impl<'s> Engine<'s> {
         let node = self.hosts[to as usize].node.as_ref().expect("alive");
         if node.has_chunk(chunk.id()) && self.measuring() {
             self.metrics.duplicate_bytes += u64::from(t.bytes);
+        }
+        if self.debug && !node.has_chunk(chunk.id()) {
+            let n = self.hosts.len();
+            if self.hops.len() < n {
+                self.hops.resize(n, Vec::new());
+                self.got_at.resize(n, Vec::new());
+            }
+            let s = seq as usize;
+            for v in [to as usize, from as usize] {
+                if self.hops[v].len() <= s {
+                    self.hops[v].resize(s + 1, 0);
+                    self.got_at[v].resize(s + 1, Time::from_micros(0));
+                }
+            }
+            let h = if from == ORIGIN {
+                1
+            } else {
+                self.hops[from as usize][s] + 1
+            };
+            self.hops[to as usize][s] = h;
+            self.got_at[to as usize][s] = self.now;
+            if self.measuring() {
+                let published = Time::from_micros(chunk.meta().published_at_us);
+                let sender_got = if from == ORIGIN {
+                    published
+                } else {
+                    self.got_at[from as usize][s]
+                };
+                let e = self.hop_stats.entry(h).or_default();
+                e.0 += 1;
+                e.1 += self.now.saturating_since(published).as_secs_f64();
+                e.2 += t.start.saturating_since(sender_got).as_secs_f64();
+                e.3 += self.now.saturating_since(t.start).as_secs_f64();
+            }
         }
         let peer = Some(PeerId(u64::from(from)));
         self.with_node(to, |n, now| {

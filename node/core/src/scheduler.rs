@@ -13,29 +13,37 @@
 //! Every node announces a chunk to its neighbours when its first byte arrives. A node that hears
 //! of a chunk from a *spreader* (a neighbour whose upload is at least the stream rate) reserves
 //! it there at once (see [`crate::repair`]): the request's round trip hides behind that
-//! neighbour's own reception, so the chunk comes as soon as the neighbour has it. A holder then
-//! chooses, in this order:
+//! neighbour's own reception, so the chunk comes as soon as the neighbour has it. A viewer
+//! sends only what was requested:
 //!
-//! 1. **Requests**: urgent ones (slack under one chunk duration) by deadline, then the newest
-//!    chunk first and, among its requesters, the highest onward value (advertised upload)
-//!    first. Newest first because a chunk's spread is exponential in time, so starting the
-//!    newest early shortens its whole dissemination (the "latest useful" rule behind rp/lu);
-//!    high-upload receivers first because they pass it on fastest (the "snowball" order, which
-//!    beats log2 N when uploads differ). A request that can no longer be served in time is
-//!    refused with `Cancel`, so the requester asks someone else at once.
-//! 2. **Pushes, when the uplink would otherwise idle**: the newest chunk some neighbour lacks,
-//!    younger than the push horizon, to a neighbour drawn in proportion to its onward value.
+//! - **Admission**: a request is taken unless it could not arrive before its chunk's deadline
+//!   even served after everything already queued; then it is refused with `Cancel` at once, so
+//!   the requester asks another holder while there is time (see [`crate::repair`]).
+//! - **Order**: the newest chunk first and, among its requesters, the highest onward value
+//!   (advertised upload) first. Newest first because a chunk's spread is exponential in time, so
+//!   starting the newest early shortens its whole dissemination (the "latest useful" rule behind
+//!   rp/lu); high-upload receivers first because they pass it on fastest (the "snowball" order,
+//!   which beats log2 N when uploads differ). A queued request that can no longer be served in
+//!   time is dropped with `Cancel`.
 //!
-//! The origin pushes first (its capped upload is the only way new chunks enter the mesh) and
-//! serves requests only when no neighbour lacks a fresh chunk.
+//! The origin pushes (its capped upload is the only way new chunks enter the mesh): the newest
+//! chunk to a neighbour drawn in proportion to its onward value, and it serves no requests.
 //!
-//! Measured history on the reference scenario at N = 100 (resource index 1.2), kept in git:
-//! serving requests before fresh pushes let repairs of old chunks starve diffusion (20%
-//! continuity); pushing fresh chunks to the best-ranked neighbours lost a third of all upload
-//! to duplicates (several senders pick the same receiver before its announcement arrives, and
-//! at 100 ms RTT a fast sender finishes the chunk before a cancel can reach it: 84-90%);
+//! Measured history on the reference scenario (resource index 1.2), kept in git: serving
+//! requests before fresh pushes let repairs of old chunks starve diffusion (20% continuity at
+//! N = 100); pushing fresh chunks to the best-ranked neighbours lost a third of all upload to
+//! duplicates (several senders pick the same receiver before its announcement arrives, and at
+//! 100 ms RTT a fast sender finishes the chunk before a cancel can reach it: 84-90%);
 //! reservations brought duplicates to 4% but left a third of the upload idle (89%); idle-time
-//! pushes use it (89-95%) at the price of duplicates again (30-38%).
+//! pushes used it (89-96%) at the price of duplicates again (30-38%). Then, on 60 s runs at
+//! N = 100 / 1,000: with viewers' idle pushes off (a third of all transfers were pushes aborted
+//! as duplicates) 99.3% / 77%; serving strictly newest first instead of putting requests with
+//! under a chunk duration of slack first (under load most requests became urgent and were
+//! served oldest first, which slowed every chunk's spread) 99.5% / 82%; admission by deadline
+//! instead of a cap of about three chunk durations of queued requests 99.2% / 93.5%; a shorter
+//! wait before asking a second holder 99.4% / 94.5%. The debug output of `fjord-sim`
+//! (`FJORD_SIM_DEBUG=1`) shows per hop count the mean delay, wait at the sender and transfer
+//! time, and per upload class the uplink use and continuity, which is how these were found.
 //!
 //! # Fjord trees (experimental): one parent per substream
 //! See [`crate::tree`]: each node subscribes to one parent per substream, which pushes it every
@@ -69,9 +77,7 @@ impl Node {
             Policy::Fjord if origin => self
                 .pick_push(now)
                 .or_else(|| self.pick_request(now, false)),
-            Policy::Fjord => self
-                .pick_request(now, false)
-                .or_else(|| self.pick_push(now)),
+            Policy::Fjord => self.pick_request(now, false),
             Policy::FjordTrees => self
                 .pick_request(now, true)
                 .or_else(|| self.pick_child_push(now))
@@ -135,7 +141,10 @@ impl Node {
                 if !n.window_allows(chunk.len(), self.config.upload_bps) {
                     continue;
                 }
-                let urgent = !fjord || s.deadline.saturating_since(arrival) < urgent_slack;
+                // Fjord serves strictly newest first; only Fjord trees put urgent repairs first.
+                let urgent = !fjord
+                    || (self.config.policy == Policy::FjordTrees
+                        && s.deadline.saturating_since(arrival) < urgent_slack);
                 if urgent_only && !urgent {
                     continue;
                 }
@@ -206,8 +215,8 @@ impl Node {
     }
 
     /// Fjord's pushes: the newest useful chunk younger than [`Config::push_horizon`], to a
-    /// receiver drawn with probability proportional to its onward value. The origin's way of
-    /// injecting chunks, and a viewer's use of an uplink that would otherwise idle.
+    /// receiver drawn with probability proportional to its onward value: the origin's way of
+    /// injecting chunks.
     ///
     /// Drawn rather than the best every time: all senders around a receiver rank it the same
     /// way, so "always the best" sends every fresh chunk from several senders to the same top
