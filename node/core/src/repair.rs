@@ -146,17 +146,25 @@ impl Node {
         let mut wake = |t: Time| next = Some(next.map_or(t, |n: Time| n.min(t)));
         for t in 0..self.tracks.len() {
             let size = self.expected_size(t);
-            let heard: Vec<u64> = self.tracks[t]
-                .live_seqs()
-                .filter(|&seq| {
-                    self.tracks[t]
-                        .get(seq)
-                        .is_some_and(|s| s.chunk.is_none() && s.heard_at.is_some())
-                })
-                .collect();
-            for seq in heard {
+            // Most of the window is behind the deadline: start at the first chunk that is not.
+            // (This scan runs several times per chunk received; it was 40% of a simulation.)
+            // Before the first verified chunk there is no range yet, only announcements.
+            let seqs: Box<dyn Iterator<Item = u64>> = match (
+                self.tracks[t].range(),
+                self.tracks[t].first_open_seq(now, chunk_us, latency_us),
+            ) {
+                (Some((lo, hi)), Some(open)) => Box::new(open.max(lo)..=hi),
+                _ => Box::new(self.tracks[t].live_seqs().collect::<Vec<_>>().into_iter()),
+            };
+            for seq in seqs {
+                let Some(s) = self.tracks[t].get(seq) else {
+                    continue;
+                };
+                if s.chunk.is_some() || s.heard_at.is_none() {
+                    continue;
+                }
                 let deadline = self.tracks[t].deadline(seq, chunk_us, latency_us);
-                let s = self.tracks[t].get_mut(seq).expect("filtered above");
+                let s = self.tracks[t].get_mut(seq).expect("checked above");
                 if deadline.is_some_and(|d| now >= d) {
                     continue;
                 }

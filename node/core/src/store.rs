@@ -179,6 +179,22 @@ impl TrackStore {
         Some(Time::from_micros(t.clamp(0, u64::MAX as i128) as u64))
     }
 
+    /// The first sequence number whose (estimated) deadline is after `now`, from the anchor;
+    /// `None` before any chunk of the track arrived.
+    pub(crate) fn first_open_seq(
+        &self,
+        now: Time,
+        chunk_duration_us: u64,
+        latency_us: u64,
+    ) -> Option<u64> {
+        let (aseq, at) = self.anchor?;
+        let step = chunk_duration_us.max(1) as i128;
+        // deadline(seq) = at + (seq - aseq) * step + latency > now
+        let gap = now.as_micros() as i128 - at.as_micros() as i128 - latency_us as i128;
+        let k = gap.div_euclid(step) + 1;
+        Some((aseq as i128 + k).clamp(0, u64::MAX as i128) as u64)
+    }
+
     /// Stores a verified chunk. Returns false if it falls outside the window (too old) or is
     /// already held. Advances the head and recycles slots that fall behind.
     pub(crate) fn insert(&mut self, chunk: Chunk, deadline: Time) -> bool {
