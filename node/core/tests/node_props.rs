@@ -426,3 +426,89 @@ fn long_random_run_stays_bounded() {
         assert!(sent > 100, "{policy:?} as {role:?} sent only {sent} chunks");
     }
 }
+
+/// Admission by deadline: a Fjord viewer holding a chunk with little slack left takes as many
+/// requests for it as it can serve in time (the one on its uplink counts) and refuses the rest
+/// with `Cancel` at once, so those requesters can ask another holder while there is time.
+#[test]
+fn requests_that_cannot_be_served_in_time_are_refused_at_once() {
+    let f = fixture();
+    let chunk = f.chunks[100].clone();
+    let published = chunk.meta().published_at_us;
+    // 2 Mbit/s: a copy (about 8.1 kB) takes about 33 ms; 40 ms RTT, so 20 ms one way.
+    let upload = 2_000_000u64;
+    let copy_us = (chunk.len() as u64 * 8 * 1_000_000).div_ceil(upload);
+    // 150 ms of slack when the requests come: room for (150 - 20) / 33 = 3 copies.
+    let slack_us = 150_000u64;
+    let now = Time::from_micros(published + LATENCY_US - slack_us);
+    let mut config = Config::viewer(upload);
+    config.policy = Policy::Fjord;
+    let mut node = Node::new(config, 1, now);
+    node.handle(
+        now,
+        Input::Manifest {
+            from: None,
+            manifest: f.manifest.clone(),
+        },
+    );
+    for p in 0..PEERS {
+        node.handle(
+            now,
+            Input::PeerUp {
+                peer: PeerId(p),
+                outbound: false,
+                rtt: Some(Duration::from_millis(40)),
+            },
+        );
+        node.handle(
+            now,
+            Input::Control {
+                peer: PeerId(p),
+                msg: Control::Hello(Hello {
+                    version: PROTOCOL_VERSION,
+                    role: Role::Viewer,
+                    upload_bps: 1_000_000,
+                }),
+            },
+        );
+    }
+    node.handle(now, Input::Chunk { from: None, chunk });
+    while node.poll_output().is_some() {}
+    let id = Harness::id(100);
+    for p in 0..PEERS {
+        node.handle(
+            now,
+            Input::Control {
+                peer: PeerId(p),
+                msg: Control::Request(id),
+            },
+        );
+    }
+    let (mut served, mut refused) = (BTreeSet::new(), BTreeSet::new());
+    let mut t = now;
+    // Let the uplink work through its queue until the deadline.
+    while t.as_micros() < published + LATENCY_US {
+        while let Some(out) = node.poll_output() {
+            match out {
+                Output::Chunk { peer, .. } => {
+                    assert!(served.insert(peer.0), "peer {} served twice", peer.0);
+                }
+                Output::Control {
+                    peer,
+                    msg: Control::Cancel(c),
+                } if c == id => {
+                    // Refusals come at once, not when the deadline is near.
+                    assert_eq!(t, now, "peer {} refused late", peer.0);
+                    refused.insert(peer.0);
+                }
+                _ => {}
+            }
+        }
+        t = t + Duration::from_micros(1_000);
+        node.handle_timeout(t);
+    }
+    let fits = ((slack_us - 20_000) / copy_us) as usize;
+    assert_eq!(served.len(), fits, "served {served:?}, refused {refused:?}");
+    assert_eq!(refused.len(), PEERS as usize - fits, "refused {refused:?}");
+    assert!(served.is_disjoint(&refused));
+}
