@@ -89,3 +89,15 @@ fn scenario_files_parse_and_typos_are_refused() {
     let err = Scenario::load(&bad).unwrap_err().to_string();
     assert!(err.contains("peeers"), "{err}");
 }
+
+/// No patience at all is a legal setting and must not stall virtual time: it once made a node
+/// look for holders again at the same instant, forever.
+#[test]
+fn zero_repair_patience_runs_to_the_end() {
+    let mut sc = small();
+    sc.duration_s = 25.0;
+    sc.warmup_s = 10.0;
+    sc.node.repair_patience_ms = 0;
+    let s = run_policy(&sc, "fjord");
+    assert!(s.continuity > 0.9, "continuity {:.4}", s.continuity);
+}

@@ -35,6 +35,8 @@ use crate::proto::Control;
 use crate::time::{Time, transmission_time};
 use crate::tree::substream;
 
+/// Shortest wait before looking again for holders of a chunk nobody around announced yet.
+const MIN_RETRY: Duration = Duration::from_millis(5);
 /// Slack added to a request's expected delivery before trying another holder.
 const REQUEST_SLACK: Duration = Duration::from_millis(50);
 
@@ -180,7 +182,9 @@ impl Node {
                 let holders = s.known & active & !s.asked;
                 if holders == 0 {
                     // Nobody left to ask now; look again when announcements may have come.
-                    wake(now + patience / 4);
+                    // Never at `now` itself: with no patience configured that would
+                    // wake the node again at the same instant, forever.
+                    wake(now + (patience / 4).max(MIN_RETRY));
                     continue;
                 }
                 let Some(j) = self.choose_holder(now, holders, size, deadline) else {
