@@ -237,24 +237,38 @@ impl Node {
         if active == 0 {
             return None;
         }
-        // (publication time, size, track, seq, eligible neighbours): the newest chunk wins;
-        // between chunks published together (a video and an audio chunk of the same
-        // instant) the smaller goes first, since it delays the other least. Without that tie
-        // rule a saturated origin starved audio: the video chunk of the same instant always won.
-        let mut best: Option<(u64, usize, usize, u64, u64)> = None;
+        // Every fresh chunk first gets its share of the origin's upload (as many copies as the
+        // upload holds stream rates), newest first; only then do extra copies go, newest first.
+        // Between chunks published together (a video and an audio chunk of the same instant)
+        // the smaller goes first, since it delays the other least. (Newest-first alone, with
+        // that tie rule, let each small audio chunk take copies to every neighbour before the
+        // video chunk of the same instant got more than one, and in the emulator most peers
+        // then missed that video chunk: a single first copy at a slow peer cannot spread in
+        // time. Without the tie rule the video chunk always won and audio starved.)
+        let quota = (self.config.upload_bps / self.stream_bps().max(1)).max(1) as u32;
+        // (under quota, publication time, smaller, track, seq, eligible neighbours): the
+        // largest key wins.
+        type Key = (bool, u64, std::cmp::Reverse<usize>);
+        let mut best: Option<(Key, usize, u64, u64)> = None;
         for (t, store) in self.tracks.iter().enumerate() {
             for s in store.newest_first() {
                 let Some(chunk) = &s.chunk else {
                     continue;
                 };
                 let published = chunk.meta().published_at_us;
-                if now.saturating_since(Time::from_micros(published)) > max_age
-                    || now >= s.deadline
-                    || best.is_some_and(|b| {
-                        (b.0, std::cmp::Reverse(b.1)) >= (published, std::cmp::Reverse(chunk.len()))
-                    })
+                if now.saturating_since(Time::from_micros(published)) > max_age || now >= s.deadline
                 {
                     break;
+                }
+                let under = (s.known & active).count_ones() < quota;
+                let key = (under, published, std::cmp::Reverse(chunk.len()));
+                if best.is_some_and(|b| b.0 >= key) {
+                    // Older chunks of this track rank lower still, unless this one is served
+                    // already and an older one is not.
+                    if under {
+                        break;
+                    }
+                    continue;
                 }
                 let lacking = active & !s.known & !s.cancelled;
                 let eligible = bits(lacking)
@@ -266,12 +280,14 @@ impl Node {
                     })
                     .fold(0u64, |m, j| m | 1 << j);
                 if eligible != 0 {
-                    best = Some((published, chunk.len(), t, s.seq, eligible));
-                    break;
+                    best = Some((key, t, s.seq, eligible));
+                    if under {
+                        break;
+                    }
                 }
             }
         }
-        let (_, _, t, seq, eligible) = best?;
+        let (_, t, seq, eligible) = best?;
         let neighbours = &self.neighbours;
         let chosen = self.rng.draw(eligible, |j| {
             neighbours.get(j).map_or(0.0, |n| n.onward.max(0.01))
