@@ -7,6 +7,10 @@
 //! read in two steps: its fixed header first, so the core can announce and refuse duplicates
 //! while the body is still arriving, then the rest.
 //!
+//! Each stream starts with a [`Preamble`] naming the writer's link incarnation and the
+//! incarnation of ours it answers, so a node can tell a neighbour's restarted link from a
+//! stale stream and the answer to its own restart (see [`crate::driver`]).
+//!
 //! Everything read is untrusted: lengths are checked against the format's limits before
 //! anything is allocated, and memory grows only as bytes actually arrive.
 
@@ -52,6 +56,40 @@ pub enum FramingError {
     Frame(#[from] FrameError),
 }
 
+/// The first bytes on each of a link's streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Preamble {
+    /// The writer's link incarnation: larger for a later link of the same node.
+    pub nonce: u64,
+    /// The reader's incarnation whose streams the writer had attached when it opened this one
+    /// (0: none yet).
+    pub echo: u64,
+}
+
+impl Preamble {
+    /// Encoded length.
+    pub const LEN: usize = 16;
+
+    /// Writes the preamble.
+    pub async fn write<W: AsyncWrite + Unpin>(&self, w: &mut W) -> std::io::Result<()> {
+        let mut b = [0u8; Self::LEN];
+        b[..8].copy_from_slice(&self.nonce.to_be_bytes());
+        b[8..].copy_from_slice(&self.echo.to_be_bytes());
+        w.write_all(&b).await
+    }
+
+    /// Reads a preamble.
+    pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Self> {
+        let mut b = [0u8; Self::LEN];
+        r.read_exact(&mut b).await?;
+        let word = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        Ok(Self {
+            nonce: word(0),
+            echo: word(8),
+        })
+    }
+}
+
 /// Appends one frame (length prefix and encoding) to `out`, for writing several at once.
 pub fn encode_frame(out: &mut Vec<u8>, frame: &[u8]) {
     out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
@@ -68,11 +106,19 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> std:
 
 /// Writes a chunk frame: the signed bytes untouched behind the kind byte.
 pub async fn write_chunk<W: AsyncWrite + Unpin>(w: &mut W, chunk: &Chunk) -> std::io::Result<()> {
-    let len = u32::try_from(1 + chunk.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
-    w.write_all(&len.to_be_bytes()).await?;
-    w.write_all(&[CHUNK_KIND]).await?;
+    w.write_all(&chunk_frame_head(chunk)).await?;
     w.write_all(chunk.encoded()).await?;
     Ok(())
+}
+
+/// The bytes of a chunk frame before the chunk's own: the length prefix and the kind byte.
+/// Chunks are limited far below 4 GiB by the wire format, so the length always fits.
+pub fn chunk_frame_head(chunk: &Chunk) -> [u8; 5] {
+    let len = (1 + chunk.len()) as u32;
+    let mut head = [0u8; 5];
+    head[..4].copy_from_slice(&len.to_be_bytes());
+    head[4] = CHUNK_KIND;
+    head
 }
 
 /// Writes a manifest frame.

@@ -16,6 +16,7 @@
 //! - [`identity`]: the node's persistent libp2p key;
 //! - [`inspect`]: decodes and verifies stored messages for an operator;
 //! - [`synthetic`]: a synthetic signed channel for benchmarks and tests;
+//! - [`trace`]: an opt-in event trace for diagnosis (`FJORD_TRACE_DIR`);
 //! - [`units`]: parsing of bit rates typed by operators.
 
 pub mod config_file;
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod play;
 pub mod report;
 pub mod synthetic;
+pub mod trace;
 pub mod units;
 
 pub use driver::{NodeConfig, NodeHandle, StartError, Status, start};

@@ -42,9 +42,9 @@ pub struct Protocols {
 impl Protocols {
     /// The protocol names for the channel whose id is `channel` (its text form).
     pub fn for_channel(channel: &str) -> Self {
-        let control = StreamProtocol::try_from_owned(format!("/fjord/1/{channel}/ctl"))
+        let control = StreamProtocol::try_from_owned(format!("/fjord/2/{channel}/ctl"))
             .expect("starts with a slash");
-        let data = StreamProtocol::try_from_owned(format!("/fjord/1/{channel}/data"))
+        let data = StreamProtocol::try_from_owned(format!("/fjord/2/{channel}/data"))
             .expect("starts with a slash");
         let report = StreamProtocol::try_from_owned(format!("/fjord/1/{channel}/report"))
             .expect("starts with a slash");

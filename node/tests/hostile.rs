@@ -64,6 +64,9 @@ async fn attack(
         .await
         .unwrap();
     let mut data = control.open_stream(peer, protocols.data).await.unwrap();
+    let preamble = framing::Preamble { nonce: 1, echo: 0 };
+    preamble.write(&mut ctl).await.unwrap();
+    preamble.write(&mut data).await.unwrap();
     let hello = Frame::Control(Control::Hello(Hello {
         version: PROTOCOL_VERSION,
         role: Role::Viewer,

@@ -83,6 +83,10 @@ enum Command {
         /// Skip the simulator's prediction.
         #[arg(long)]
         no_predict: bool,
+        /// Share of its link each node is told it may use for chunks (`--upload`); the rest
+        /// is headroom for QUIC's headers and acknowledgements and Fjord's control messages.
+        #[arg(long, default_value_t = fjord_sim::emulate::DEFAULT_UPLOAD_SHARE)]
+        upload_share: f64,
         /// Write report.md and report.json here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -173,9 +177,14 @@ fn main() -> Result<()> {
             size,
             bin_dir,
             no_predict,
+            upload_share,
             out,
             min_continuity,
         } => {
+            anyhow::ensure!(
+                upload_share > 0.0 && upload_share <= 1.0,
+                "--upload-share must be in (0, 1], not {upload_share}"
+            );
             let mut sc = Scenario::load(&scenario)?;
             if let Some(p) = peers {
                 sc.peers = p;
@@ -198,6 +207,7 @@ fn main() -> Result<()> {
                 kill_at_s: kill_at,
                 size,
                 predict: !no_predict,
+                upload_share,
                 verbose: true,
             };
             eprintln!(

@@ -46,6 +46,8 @@ pub struct EmulateOptions {
     pub size: String,
     /// Also run the simulator on the same scenario.
     pub predict: bool,
+    /// Share of its link each node may use for chunks ([`DEFAULT_UPLOAD_SHARE`]).
+    pub upload_share: f64,
     /// Print progress.
     pub verbose: bool,
 }
@@ -314,7 +316,7 @@ async fn run_inner(
             listen(0),
             "--no-mdns".into(),
             "--upload".into(),
-            paced(links[0].up_bps).to_string(),
+            paced(links[0].up_bps, opts.upload_share).to_string(),
             "--status-file".into(),
             work.join("origin.json").display().to_string(),
         ],
@@ -375,7 +377,7 @@ async fn run_inner(
                 listen(host),
                 "--no-mdns".into(),
                 "--upload".into(),
-                paced(links[host].up_bps).to_string(),
+                paced(links[host].up_bps, opts.upload_share).to_string(),
                 "--neighbours".into(),
                 sc.node.max_neighbours.to_string(),
                 "--http".into(),
@@ -449,17 +451,19 @@ async fn run_inner(
         }
     }
     if opts.verbose {
-        for (i, (up, down)) in stats.host_drops.iter().enumerate() {
-            let (u, d) = (
-                up.load(std::sync::atomic::Ordering::Relaxed),
-                down.load(std::sync::atomic::Ordering::Relaxed),
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let secs = started.elapsed().as_secs_f64().max(1.0);
+        for (i, ((up, down), (n, total, max))) in
+            stats.host_drops.iter().zip(&stats.host_up_wait).enumerate()
+        {
+            let (u, d, n) = (load(up), load(down), load(n));
+            eprintln!(
+                "emulate: host {i} ({:.2} Mbit/s up): sent {:.0}% of its link on average, {n} packets; uplink queue wait mean {:.1} ms, max {:.0} ms; {u} packets dropped at its uplink, {d} at its downlink",
+                links[i].up_bps as f64 / 1e6,
+                load(&stats.host_up_bytes[i]) as f64 * 8.0 / secs / links[i].up_bps as f64 * 100.0,
+                load(total) as f64 / n.max(1) as f64 / 1000.0,
+                load(max) as f64 / 1000.0,
             );
-            if u + d > 0 {
-                eprintln!(
-                    "emulate: host {i} ({:.2} Mbit/s up): {u} packets dropped at its uplink, {d} at its downlink",
-                    links[i].up_bps as f64 / 1e6
-                );
-            }
         }
     }
     // Final reads: one more second, so every status file is current.
@@ -546,7 +550,14 @@ async fn run_inner(
         recovery_s = first_good_forever.map(|i| i as f64);
     }
     let predicted = if opts.predict {
-        let s = crate::run(sc, fjord_core::Policy::Fjord, dir, &mut |_| {})?;
+        // The simulator's links carry chunks alone, so its peers get what the nodes were told
+        // they may use for chunks: the same share of each link.
+        let mut same = sc.clone();
+        same.origin_upload *= opts.upload_share;
+        for c in &mut same.classes {
+            c.upload *= opts.upload_share;
+        }
+        let s = crate::run(&same, fjord_core::Policy::Fjord, dir, &mut |_| {})?;
         Some((
             s.continuity,
             [s.delay_ms[0], s.delay_ms[1], s.delay_ms[2]],
@@ -659,11 +670,14 @@ pub fn table(r: &EmuReport) -> String {
     out
 }
 
-/// What a node is told its upload is: 80% of its link, the headroom a real deployment needs
-/// for QUIC's headers and acknowledgements and Fjord's control messages (the simulator's
-/// links carry chunks alone).
-fn paced(link_bps: u64) -> u64 {
-    link_bps * 8 / 10
+/// The share of its link a node is told it may use for chunks by default: the rest is the
+/// headroom a real deployment needs for QUIC's headers and acknowledgements and Fjord's
+/// control messages (the simulator's links carry chunks alone).
+pub const DEFAULT_UPLOAD_SHARE: f64 = 0.8;
+
+/// What a node is told its upload is.
+fn paced(link_bps: u64, share: f64) -> u64 {
+    (link_bps as f64 * share) as u64
 }
 
 fn tempfile_dir() -> Result<PathBuf> {
