@@ -74,6 +74,12 @@ pub struct Config {
     pub congestion_controller:
         Option<Arc<dyn quinn::congestion::ControllerFactory + Send + Sync + 'static>>,
 
+    /// How often this endpoint asks its peers to acknowledge (quinn's ack-frequency
+    /// extension; the QUIC default, every second packet, when `None`).
+    /// Fjord patch: on a slow uplink the acknowledgements of many connections' small packets
+    /// take a large share of the link.
+    pub ack_frequency: Option<quinn::AckFrequencyConfig>,
+
     /// Parameters governing MTU discovery. See [`MtuDiscoveryConfig`] for details.
     mtu_discovery_config: Option<MtuDiscoveryConfig>,
 }
@@ -104,6 +110,7 @@ impl Config {
             keypair: keypair.clone(),
             mtu_discovery_config: Some(Default::default()),
             congestion_controller: None,
+            ack_frequency: None,
         }
     }
 
@@ -146,6 +153,7 @@ impl From<Config> for QuinnConfig {
             keypair,
             mtu_discovery_config,
             congestion_controller,
+            ack_frequency,
         } = config;
         let mut transport = quinn::TransportConfig::default();
         // Disable uni-directional streams.
@@ -162,6 +170,7 @@ impl From<Config> for QuinnConfig {
         if let Some(factory) = congestion_controller {
             transport.congestion_controller_factory(factory);
         }
+        transport.ack_frequency_config(ack_frequency);
         let transport = Arc::new(transport);
 
         let mut server_config = quinn::ServerConfig::with_crypto(server_tls_config);
