@@ -1478,92 +1478,54 @@ mod tests {
         restarts
     }
 
+    fn side(nonce: u64, peer: Option<u64>) -> Side {
+        Side { nonce, peer }
+    }
+
+    fn pre(nonce: u64, echo: u64) -> Preamble {
+        Preamble { nonce, echo }
+    }
+
+    /// Settles the streams in flight; checks that each side then reads the other's current
+    /// streams, and returns the restarts it took.
+    fn settle_paired(mut sides: [Side; 2], flight: &[(usize, Preamble)]) -> usize {
+        let mut next = 30;
+        let restarts = settle(&mut sides, flight.iter().copied().collect(), &mut next);
+        assert_eq!(sides[0].peer, Some(sides[1].nonce));
+        assert_eq!(sides[1].peer, Some(sides[0].nonce));
+        restarts
+    }
+
     #[test]
     fn a_restart_answered_is_not_taken_for_another_restart() {
         // Side 1 restarted, attaching side 0's current streams (10), and its new streams (21)
         // are on their way; side 0 still reads side 1's old streams (20). Taking every new
         // stream for a restart made the sides restart each other forever: 174 of about 600
         // links did so on the 30-node emulator, each time losing what was in flight.
-        let mut sides = [
-            Side {
-                nonce: 10,
-                peer: Some(20),
-            },
-            Side {
-                nonce: 21,
-                peer: Some(10),
-            },
-        ];
-        let mut next = 30;
-        let flight = VecDeque::from([(
-            0,
-            Preamble {
-                nonce: 21,
-                echo: 10,
-            },
-        )]);
-        assert_eq!(settle(&mut sides, flight, &mut next), 0);
-        assert_eq!(sides[0].peer, Some(sides[1].nonce));
-        assert_eq!(sides[1].peer, Some(sides[0].nonce));
+        let sides = [side(10, Some(20)), side(21, Some(10))];
+        assert_eq!(settle_paired(sides, &[(0, pre(21, 10))]), 0);
     }
 
     #[test]
     fn a_restart_unknown_to_us_is_answered_once() {
         // Side 1 started over without reading our streams (a dial of its own: echo 0).
-        let mut sides = [
-            Side {
-                nonce: 10,
-                peer: Some(20),
-            },
-            Side {
-                nonce: 21,
-                peer: None,
-            },
-        ];
-        let mut next = 30;
-        let flight = VecDeque::from([(0, Preamble { nonce: 21, echo: 0 })]);
-        assert_eq!(settle(&mut sides, flight, &mut next), 1);
-        assert_eq!(sides[0].peer, Some(sides[1].nonce));
-        assert_eq!(sides[1].peer, Some(sides[0].nonce));
+        let sides = [side(10, Some(20)), side(21, None)];
+        assert_eq!(settle_paired(sides, &[(0, pre(21, 0))]), 1);
     }
 
     #[test]
     fn both_sides_restarting_at_once_settle() {
         // Both restart at the same moment, each dialling (echo 0); the old streams of both
         // arrive late, after the new ones.
-        let mut sides = [
-            Side {
-                nonce: 11,
-                peer: None,
-            },
-            Side {
-                nonce: 21,
-                peer: None,
-            },
+        let sides = [side(11, None), side(21, None)];
+        let flight = [
+            (0, pre(21, 0)),
+            (1, pre(11, 0)),
+            (0, pre(20, 10)),
+            (1, pre(10, 20)),
         ];
-        let mut next = 30;
-        let flight = VecDeque::from([
-            (0, Preamble { nonce: 21, echo: 0 }),
-            (1, Preamble { nonce: 11, echo: 0 }),
-            (
-                0,
-                Preamble {
-                    nonce: 20,
-                    echo: 10,
-                },
-            ),
-            (
-                1,
-                Preamble {
-                    nonce: 10,
-                    echo: 20,
-                },
-            ),
-        ]);
-        let restarts = settle(&mut sides, flight, &mut next);
+        let restarts = settle_paired(sides, &flight);
         assert!(restarts <= 2, "{restarts} restarts");
-        assert_eq!(sides[0].peer, Some(sides[1].nonce));
-        assert_eq!(sides[1].peer, Some(sides[0].nonce));
     }
 
     #[test]
