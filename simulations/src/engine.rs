@@ -134,6 +134,7 @@ pub struct Engine<'s> {
     policy: Policy,
     net: Network,
     rng: Rng,
+    deck: crate::scenario::ClassDeck,
     queue: Queue<Event>,
     now: Time,
     hosts: Vec<Host>,
@@ -188,6 +189,7 @@ impl<'s> Engine<'s> {
             policy,
             net,
             rng,
+            deck: crate::scenario::ClassDeck::new(&sc.classes, sc.peers),
             queue: Queue::new(),
             now: start,
             hosts: Vec::new(),
@@ -360,16 +362,7 @@ impl<'s> Engine<'s> {
 
     /// Draws a viewer's class and place and registers it (not yet joined).
     fn new_host(&mut self, place_rng: &mut Rng) -> u32 {
-        let total: f64 = self.sc.classes.iter().map(|c| c.share).sum();
-        let mut x = place_rng.unit() * total;
-        let mut class = &self.sc.classes[self.sc.classes.len() - 1];
-        for c in &self.sc.classes {
-            if x < c.share {
-                class = c;
-                break;
-            }
-            x -= c.share;
-        }
+        let class = &self.sc.classes[self.deck.deal(place_rng)];
         let r = self.stream_bps() as f64;
         let (up, down) = ((class.upload * r) as u64, (class.download * r) as u64);
         let index = self.hosts.len();

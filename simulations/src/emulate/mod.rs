@@ -237,18 +237,10 @@ async fn run_inner(
         up_bps: (sc.origin_upload * rate as f64) as u64,
         down_bps: 1_000_000_000,
     }];
-    let total: f64 = sc.classes.iter().map(|c| c.share).sum();
+    let mut deck = crate::scenario::ClassDeck::new(&sc.classes, n);
     let mut sessions = Vec::new();
     for i in 0..n {
-        let mut x = place_rng.unit() * total;
-        let mut class = &sc.classes[sc.classes.len() - 1];
-        for c in &sc.classes {
-            if x < c.share {
-                class = c;
-                break;
-            }
-            x -= c.share;
-        }
+        let class = &sc.classes[deck.deal(&mut place_rng)];
         places.push(net.place(&sc.network, i + 1, &mut place_rng));
         sessions.push(sc.churn.enabled.then(|| {
             crate::engine::weibull(
