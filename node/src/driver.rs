@@ -733,11 +733,16 @@ async fn send_report(
     protocol: libp2p::StreamProtocol,
     frame: Vec<u8>,
 ) {
-    use futures::AsyncWriteExt;
+    use futures::{AsyncReadExt, AsyncWriteExt};
     let send = async {
         let mut s = control.open_stream(peer, protocol).await.ok()?;
         s.write_all(&frame).await.ok()?;
-        s.close().await.ok()
+        s.close().await.ok()?;
+        // Streams are negotiated lazily (the report goes out with the proposal): keep the
+        // stream until the reader is done, or dropping it would cut off the reader's
+        // confirmation of the protocol, and with it the report.
+        let _ = s.read(&mut [0u8; 1]).await;
+        Some(())
     };
     if tokio::time::timeout(Duration::from_secs(5), send)
         .await
