@@ -3,10 +3,11 @@
 //!
 //! Each side opens its own control and data streams and only writes on them, so two nodes that
 //! connect to each other at once need no tie-break. Both streams start with the writer's
-//! [`Preamble`]; [`read_preamble`] reads it before the driver decides what the stream is. Writers drain bounded queues filled by the
-//! driver; readers decode and verify what arrives on their own task (signature checks run in
-//! parallel across links) and hand typed events to the driver over one bounded channel, which
-//! pushes back on a peer that sends faster than the node can take.
+//! [`Preamble`]; [`read_preamble`] reads it before the driver decides what the stream is.
+//! Writers drain bounded queues filled by the driver, chunk data paced by one [`Pacer`];
+//! readers decode and verify what arrives on their own task (signature checks run in parallel
+//! across links) and hand typed events to the driver over one bounded channel, which pushes
+//! back on a peer that sends faster than the node can take.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -412,4 +413,25 @@ pub async fn read_data(ctx: LinkContext, peer: PeerId, link: LinkId, mut stream:
         }
     };
     let _ = ctx.events.send(event).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pacer;
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn the_pacer_spreads_a_chunk_over_its_transmission_time() {
+        // 100,000 bytes at 8 Mbit/s take 100 ms; the last of the 2,400-byte slices may start
+        // at 98.4 ms, and no slice starts before its turn.
+        let pacer = Pacer::new(8_000_000);
+        let mut sink = futures::io::sink();
+        let start = Instant::now();
+        pacer.write(&mut sink, &vec![0u8; 100_000]).await.unwrap();
+        assert!(
+            start.elapsed() >= Duration::from_micros(98_400),
+            "{:?}",
+            start.elapsed()
+        );
+    }
 }
