@@ -1091,9 +1091,8 @@ impl Driver {
                 return;
             }
             AttachStep::Restart => {
-                if self.links.contains_key(&peer) {
-                    self.peer_down(peer, "the peer restarted its link");
-                }
+                // Does nothing when there is no link yet.
+                self.peer_down(peer, "the peer restarted its link");
                 self.new_link(peer, false, pre.nonce);
             }
             AttachStep::Swap => {
@@ -1193,14 +1192,9 @@ impl Driver {
                 }
             }
             LinkEvent::Control(peer, id, msg) => {
-                if let Some(t) = &self.ctx.trace {
-                    t.line(
-                        now().as_micros(),
-                        "rx-ctl",
-                        &peer,
-                        &crate::trace::control(&msg),
-                    );
-                }
+                crate::trace::emit(&self.ctx.trace, "rx-ctl", &peer, || {
+                    crate::trace::control(&msg)
+                });
                 if self.link_is(&peer, id) {
                     let peer = self.ids.core(peer);
                     self.core.handle(now(), Input::Control { peer, msg });
@@ -1213,10 +1207,9 @@ impl Driver {
                 }
             }
             LinkEvent::ChunkHeader(peer, id, meta, len) => {
-                if let Some(t) = &self.ctx.trace {
-                    let c = crate::trace::chunk(&meta.id());
-                    t.line(now().as_micros(), "rx-hdr", &peer, &format!("{c} {len}"));
-                }
+                crate::trace::emit(&self.ctx.trace, "rx-hdr", &peer, || {
+                    format!("{} {len}", crate::trace::chunk(&meta.id()))
+                });
                 if self.link_is(&peer, id) {
                     let peer = self.ids.core(peer);
                     self.core
@@ -1224,10 +1217,9 @@ impl Driver {
                 }
             }
             LinkEvent::Chunk(peer, id, chunk) => {
-                if let Some(t) = &self.ctx.trace {
-                    let c = crate::trace::chunk(&chunk.id());
-                    t.line(now().as_micros(), "rx-chunk", &peer, &c);
-                }
+                crate::trace::emit(&self.ctx.trace, "rx-chunk", &peer, || {
+                    crate::trace::chunk(&chunk.id())
+                });
                 // A verified chunk is useful even if its link closed meanwhile.
                 if self.banned.contains_key(&peer) {
                     return;
@@ -1363,10 +1355,8 @@ impl Driver {
 
     /// Writes a trace line about an output to `peer`, if tracing is on.
     fn trace_out(&self, event: &str, peer: fjord_core::PeerId, details: impl FnOnce() -> String) {
-        if let Some(t) = &self.ctx.trace
-            && let Some(p) = self.ids.p2p(peer)
-        {
-            t.line(now().as_micros(), event, &p, &details());
+        if let Some(p) = self.ids.p2p(peer) {
+            crate::trace::emit(&self.ctx.trace, event, &p, details);
         }
     }
 
@@ -1374,10 +1364,9 @@ impl Driver {
         let t = now().as_micros();
         let meta = *chunk.meta();
         let delay = t.saturating_sub(meta.published_at_us);
-        if let Some(tr) = &self.ctx.trace {
-            let c = crate::trace::chunk(&chunk.id());
-            tr.line(t, "deliver", &self.local_peer, &format!("{c} {delay}"));
-        }
+        crate::trace::emit(&self.ctx.trace, "deliver", &self.local_peer, || {
+            format!("{} {delay}", crate::trace::chunk(&chunk.id()))
+        });
         let on_time = delay <= self.target_latency_us.max(1);
         self.metrics.delivered(
             meta.epoch,

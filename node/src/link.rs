@@ -274,24 +274,24 @@ pub async fn write(
             // acknowledgements go at once, with whatever is waiting; announcements alone wait
             // up to ANNOUNCE_DELAY for company.
             batch.clear();
-            let mut urgent = !Frame::is_announcement(&frame);
-            framing::encode_frame(&mut batch, &frame);
+            // Appends a frame; true if it must go at once.
+            let add = |batch: &mut Vec<u8>, frame: &Bytes| {
+                framing::encode_frame(batch, frame);
+                !Frame::is_announcement(frame)
+            };
+            let mut urgent = add(&mut batch, &frame);
             let hold_until = tokio::time::Instant::now() + ANNOUNCE_DELAY;
             loop {
                 while batch.len() < CONTROL_BATCH
                     && let Ok(more) = frames.try_recv()
                 {
-                    urgent |= !Frame::is_announcement(&more);
-                    framing::encode_frame(&mut batch, &more);
+                    urgent |= add(&mut batch, &more);
                 }
                 if urgent || batch.len() >= CONTROL_BATCH {
                     break;
                 }
                 match tokio::time::timeout_at(hold_until, frames.recv()).await {
-                    Ok(Some(more)) => {
-                        urgent |= !Frame::is_announcement(&more);
-                        framing::encode_frame(&mut batch, &more);
-                    }
+                    Ok(Some(more)) => urgent |= add(&mut batch, &more),
                     // Closed (the loop above then ends) or held long enough.
                     Ok(None) | Err(_) => break,
                 }
@@ -305,18 +305,16 @@ pub async fn write(
     };
     let data_side = async {
         while let Some(chunk) = data.next().await {
-            if let Some(t) = &ctx.trace {
-                let at = crate::driver::now().as_micros();
-                t.line(at, "wr-start", &peer, &crate::trace::chunk(&chunk.id()));
-            }
+            crate::trace::emit(&ctx.trace, "wr-start", &peer, || {
+                crate::trace::chunk(&chunk.id())
+            });
             let head = framing::chunk_frame_head(&chunk);
             ctx.pacer.write(&mut dat, &head).await?;
             ctx.pacer.write(&mut dat, chunk.encoded()).await?;
             dat.flush().await?;
-            if let Some(t) = &ctx.trace {
-                let at = crate::driver::now().as_micros();
-                t.line(at, "wr-end", &peer, &crate::trace::chunk(&chunk.id()));
-            }
+            crate::trace::emit(&ctx.trace, "wr-end", &peer, || {
+                crate::trace::chunk(&chunk.id())
+            });
             metrics.bytes_up.inc_by(5 + chunk.len() as u64);
         }
         dat.close().await

@@ -38,7 +38,7 @@ impl Trace {
                 let t = Self {
                     out: Mutex::new(BufWriter::with_capacity(64 * 1024, f)),
                 };
-                t.line(crate::driver::now().as_micros(), "me", local, "");
+                t.line("me", local, "");
                 Some(Arc::new(t))
             }
             Err(e) => {
@@ -48,8 +48,9 @@ impl Trace {
         }
     }
 
-    /// Writes one event line.
-    pub fn line(&self, at_us: u64, event: &str, peer: &PeerId, details: &str) {
+    /// Writes one event line, stamped now.
+    pub fn line(&self, event: &str, peer: &PeerId, details: &str) {
+        let at_us = crate::driver::now().as_micros();
         let p = peer.to_string();
         let short = &p[p.len().saturating_sub(8)..];
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
@@ -60,6 +61,18 @@ impl Trace {
     /// Writes the buffered lines out (called every second, so a killed node loses little).
     pub fn flush(&self) {
         let _ = self.out.lock().unwrap_or_else(|e| e.into_inner()).flush();
+    }
+}
+
+/// Writes an event line if tracing is on; `details` is only formatted then.
+pub fn emit(
+    trace: &Option<Arc<Trace>>,
+    event: &str,
+    peer: &PeerId,
+    details: impl FnOnce() -> String,
+) {
+    if let Some(t) = trace {
+        t.line(event, peer, &details());
     }
 }
 

@@ -445,16 +445,14 @@ async fn run_inner(
     if opts.verbose {
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         let secs = started.elapsed().as_secs_f64().max(1.0);
-        for (i, ((up, down), (n, total, max))) in
-            stats.host_drops.iter().zip(&stats.host_up_wait).enumerate()
-        {
-            let (u, d, n) = (load(up), load(down), load(n));
+        for (i, ((up, down), link)) in stats.host_drops.iter().zip(&stats.host_uplink).enumerate() {
+            let (u, d, n) = (load(up), load(down), load(&link.packets));
             eprintln!(
                 "emulate: host {i} ({:.2} Mbit/s up): sent {:.0}% of its link on average, {n} packets; uplink queue wait mean {:.1} ms, max {:.0} ms; {u} packets dropped at its uplink, {d} at its downlink",
                 links[i].up_bps as f64 / 1e6,
-                load(&stats.host_up_bytes[i]) as f64 * 8.0 / secs / links[i].up_bps as f64 * 100.0,
-                load(total) as f64 / n.max(1) as f64 / 1000.0,
-                load(max) as f64 / 1000.0,
+                load(&link.bytes) as f64 * 8.0 / secs / links[i].up_bps as f64 * 100.0,
+                load(&link.wait_us) as f64 / n.max(1) as f64 / 1000.0,
+                load(&link.max_wait_us) as f64 / 1000.0,
             );
         }
     }

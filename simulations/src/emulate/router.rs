@@ -48,12 +48,22 @@ pub struct RouterStats {
     pub stray: AtomicU64,
     /// Per host: packets dropped at its uplink and at its downlink queue.
     pub host_drops: Vec<(AtomicU64, AtomicU64)>,
-    /// Per host: packets that entered its uplink, their total wait in its queue (µs) and the
-    /// longest wait (µs). A queue that stays long delays the host's acknowledgements and
-    /// control messages behind its own chunks.
-    pub host_up_wait: Vec<(AtomicU64, AtomicU64, AtomicU64)>,
-    /// Per host: IP bytes that left its uplink.
-    pub host_up_bytes: Vec<AtomicU64>,
+    /// Per host: what its uplink carried and how long packets queued there.
+    pub host_uplink: Vec<UplinkStats>,
+}
+
+/// One host's uplink counters. A queue that stays long delays the host's acknowledgements and
+/// control messages behind its own chunks.
+#[derive(Debug, Default)]
+pub struct UplinkStats {
+    /// Packets that entered it (dropped ones not counted).
+    pub packets: AtomicU64,
+    /// Their IP bytes.
+    pub bytes: AtomicU64,
+    /// Their total wait in its queue, µs.
+    pub wait_us: AtomicU64,
+    /// The longest wait, µs.
+    pub max_wait_us: AtomicU64,
 }
 
 /// The address of host `index`: 10.77.0.1 for the origin (index 0), then on.
@@ -144,8 +154,7 @@ pub fn start(
     }
     let stats = Arc::new(RouterStats {
         host_drops: (0..links.len()).map(|_| Default::default()).collect(),
-        host_up_wait: (0..links.len()).map(|_| Default::default()).collect(),
-        host_up_bytes: (0..links.len()).map(|_| Default::default()).collect(),
+        host_uplink: (0..links.len()).map(|_| Default::default()).collect(),
         ..Default::default()
     });
     let by_addr: HashMap<Ipv4Addr, usize> =
@@ -260,11 +269,11 @@ impl Shaper {
         let depart = start + transmission(len, self.links[src].up_bps);
         self.up_free[src] = depart;
         let wait = start.duration_since(now).as_micros() as u64;
-        let (n, total, max) = &stats.host_up_wait[src];
-        n.fetch_add(1, Ordering::Relaxed);
-        total.fetch_add(wait, Ordering::Relaxed);
-        max.fetch_max(wait, Ordering::Relaxed);
-        stats.host_up_bytes[src].fetch_add(len as u64, Ordering::Relaxed);
+        let up = &stats.host_uplink[src];
+        up.packets.fetch_add(1, Ordering::Relaxed);
+        up.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        up.wait_us.fetch_add(wait, Ordering::Relaxed);
+        up.max_wait_us.fetch_max(wait, Ordering::Relaxed);
         if self.loss > 0.0 && self.rng.chance(self.loss) {
             stats.lost.fetch_add(1, Ordering::Relaxed);
             return None;
