@@ -950,6 +950,12 @@ impl Driver {
                 for a in addresses.iter() {
                     self.remember(peer, a.clone());
                 }
+                // A peer the DHT just told us of (typically in the bootstrap's first answer)
+                // is a candidate now, not at the next provider lookup: joining waits for
+                // neighbours, and the lookup's own answers trickle in one hop at a time.
+                if self.wanted > 0 && self.discovery {
+                    self.offer(vec![peer]);
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(list))) => {
                 let mut found = Vec::new();

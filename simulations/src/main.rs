@@ -74,6 +74,10 @@ enum Command {
         /// When to kill, seconds after the start.
         #[arg(long)]
         kill_at: Option<f64>,
+        /// Kill the first nodes to have joined, whatever their class, instead of the same share
+        /// of each upload class drawn at random.
+        #[arg(long, requires = "kill_at")]
+        kill_oldest: bool,
         /// Picture size of the origin's test pattern.
         #[arg(long, default_value = "640x360")]
         size: String,
@@ -174,6 +178,7 @@ fn main() -> Result<()> {
             duration,
             kill_share,
             kill_at,
+            kill_oldest,
             size,
             bin_dir,
             no_predict,
@@ -205,6 +210,7 @@ fn main() -> Result<()> {
                 bin_dir,
                 kill_share,
                 kill_at_s: kill_at,
+                kill_oldest,
                 size,
                 predict: !no_predict,
                 upload_share,

@@ -64,6 +64,9 @@ pub(crate) struct Neighbour {
     pub(crate) spare: u8,
     /// When it last refused us.
     pub(crate) refused_at: Option<Time>,
+    /// Whether it is known to hold or receive any chunk (it announced one, or we sent it one).
+    /// Until then it is a newcomer waiting for its first chunk, whose request goes first.
+    pub(crate) holds_any: bool,
 }
 
 impl Neighbour {
@@ -87,6 +90,7 @@ impl Neighbour {
             lags_ms: [u16::MAX; crate::proto::SUBSTREAMS],
             spare: 0,
             refused_at: None,
+            holds_any: false,
         }
     }
 
@@ -97,6 +101,12 @@ impl Neighbour {
         } else {
             (self.srtt * 7 + rtt) / 8
         };
+    }
+
+    /// Whether it still waits for its first chunk with nothing on its way from us: its
+    /// requests are served first, so that joining does not wait behind a busy holder's queue.
+    pub(crate) fn starving(&self) -> bool {
+        !self.holds_any && self.in_flight.is_empty()
     }
 
     /// Estimated one-way delay to it.

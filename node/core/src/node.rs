@@ -778,16 +778,23 @@ impl Node {
         order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         self.push_order = order.into_iter().map(|(i, _)| i).collect();
         let stream = self.stream_bps();
+        // Not the origin: it serves no requests, so a reservation there only earns a refusal.
         self.spreaders = self
             .neighbours
             .iter()
-            .filter(|(_, n)| n.hello.is_some() && stream > 0 && n.upload_bps() >= stream)
+            .filter(|(_, n)| {
+                n.hello
+                    .is_some_and(|h| h.role != Role::Origin && stream > 0 && h.upload_bps >= stream)
+            })
             .fold(0, |m, (i, _)| m | 1 << i);
     }
 
     /// A neighbour holds (or receives) chunk `seq` of `track`.
     fn learn_holder(&mut self, now: Time, slot: usize, track: usize, seq: u64) {
         let (chunk_us, _) = self.timing();
+        if let Some(n) = self.neighbours.get_mut(slot) {
+            n.holds_any = true;
+        }
         let Some(s) = self.tracks[track].announced_mut(seq, now, chunk_us) else {
             return;
         };
@@ -1067,6 +1074,7 @@ impl Node {
             .get_mut(slot)
             .expect("the scheduler picks live neighbours");
         n.requests.retain(|r| *r != (track, seq));
+        n.holds_any = true;
         n.in_flight.push(InFlight { track, seq, bytes });
         n.in_flight_bytes += bytes;
         let peer = n.peer;

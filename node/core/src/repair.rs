@@ -142,8 +142,29 @@ impl Node {
 
     fn repair_overdue(&mut self, now: Time) {
         let (chunk_us, latency_us) = self.timing();
-        let patience = self.config.repair_patience;
-        let active = self.neighbours.active();
+        // A node that holds nothing yet asks at once, and only for chunks that may still be
+        // live (a target latency's worth behind the newest it heard of): patience leaves room
+        // for reservations at spreaders, which a newcomer has not made, and before its first
+        // chunk it knows no deadlines, so it would otherwise ask for the whole window, which
+        // holders refuse.
+        let newcomer = self.tracks.iter().all(|s| s.range().is_none());
+        let patience = if newcomer {
+            Duration::ZERO
+        } else {
+            self.config.repair_patience
+        };
+        let live_back = latency_us.div_ceil(chunk_us.max(1));
+        // The origin serves no requests (its upload goes to fresh chunks): asking it would
+        // cost a round trip before the refusal.
+        let origin = bits(self.neighbours.active())
+            .filter(|&j| {
+                self.neighbours
+                    .get(j)
+                    .and_then(|n| n.hello)
+                    .is_some_and(|h| h.role == crate::proto::Role::Origin)
+            })
+            .fold(0u64, |m, j| m | 1 << j);
+        let active = self.neighbours.active() & !origin;
         let mut next: Option<Time> = None;
         let mut wake = |t: Time| next = Some(next.map_or(t, |n: Time| n.min(t)));
         for t in 0..self.tracks.len() {
@@ -156,7 +177,12 @@ impl Node {
                 self.tracks[t].first_open_seq(now, chunk_us, latency_us),
             ) {
                 (Some((lo, hi)), Some(open)) => Box::new(open.max(lo)..=hi),
-                _ => Box::new(self.tracks[t].live_seqs().collect::<Vec<_>>().into_iter()),
+                _ => {
+                    let heard: Vec<u64> = self.tracks[t].live_seqs().collect();
+                    let newest = heard.iter().copied().max().unwrap_or(0);
+                    let oldest = newest.saturating_sub(live_back);
+                    Box::new(heard.into_iter().filter(move |&s| s >= oldest))
+                }
             };
             for seq in seqs {
                 let Some(s) = self.tracks[t].get(seq) else {
@@ -184,7 +210,7 @@ impl Node {
                     // Nobody left to ask now; look again when announcements may have come.
                     // Never at `now` itself: with no patience configured that would
                     // wake the node again at the same instant, forever.
-                    wake(now + (patience / 4).max(MIN_RETRY));
+                    wake(now + (self.config.repair_patience / 4).max(MIN_RETRY));
                     continue;
                 }
                 let Some(j) = self.choose_holder(now, holders, size, deadline) else {
@@ -292,12 +318,22 @@ impl Node {
                 .and_then(|s| s.chunk.as_ref())
                 .map_or_else(|| self.expected_size(t), |c| c.len())
         };
-        let queued: usize = self
-            .neighbours
-            .iter()
-            .flat_map(|(_, n)| n.requests.iter())
-            .map(|&(t, s)| size_of(t, s))
-            .sum();
+        // A newcomer's first chunk goes ahead of the queue (see the scheduler), behind only
+        // one chunk for each other newcomer.
+        let starving = self.neighbours.get(slot).is_some_and(|n| n.starving());
+        let queued: usize = if starving {
+            self.neighbours
+                .iter()
+                .filter(|(j, n)| *j != slot && n.starving() && !n.requests.is_empty())
+                .map(|_| size_of(track, seq))
+                .sum()
+        } else {
+            self.neighbours
+                .iter()
+                .flat_map(|(_, n)| n.requests.iter())
+                .map(|&(t, s)| size_of(t, s))
+                .sum()
+        };
         let one_way = self
             .neighbours
             .get(slot)

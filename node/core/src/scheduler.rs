@@ -19,12 +19,19 @@
 //! - **Admission**: a request is taken unless it could not arrive before its chunk's deadline
 //!   even served after everything already queued; then it is refused with `Cancel` at once, so
 //!   the requester asks another holder while there is time (see [`crate::repair`]).
+//! - **Newcomers first**: a neighbour that holds nothing yet (it announced no chunk and we
+//!   sent it none) has its newest request served before all others, and admitted as if the
+//!   queue were empty. It costs one chunk per join, and a newcomer no longer waits for its
+//!   first chunk behind a busy holder's queue, where it ranks last among the requesters of the
+//!   newest chunk when its upload is low.
 //! - **Order**: the newest chunk first and, among its requesters, the highest onward value
 //!   (advertised upload) first. Newest first because a chunk's spread is exponential in time, so
 //!   starting the newest early shortens its whole dissemination (the "latest useful" rule behind
 //!   rp/lu); high-upload receivers first because they pass it on fastest (the "snowball" order,
 //!   which beats log2 N when uploads differ). A queued request that can no longer be served in
-//!   time is dropped with `Cancel`.
+//!   time is dropped with `Cancel`: each time the uplink frees, the queue is projected in that
+//!   order, and a request that would now arrive late (newer chunks' requests came after it)
+//!   is refused then, while its requester can still ask elsewhere.
 //!
 //! The origin pushes (its capped upload is the only way new chunks enter the mesh): the newest
 //! chunk to a neighbour drawn in proportion to its onward value, and it serves no requests.
@@ -71,6 +78,19 @@ use crate::proto::{Control, Role};
 use crate::time::{Time, transmission_time};
 use crate::tree::substream;
 
+/// A servable request in the projection of a Fjord holder's queue.
+struct Projected {
+    key: (u8, u64, i64),
+    slot: usize,
+    track: usize,
+    seq: u64,
+    bytes: usize,
+    deadline: Time,
+    one_way: Duration,
+    /// Whether the neighbour's window lets it be sent now.
+    open: bool,
+}
+
 impl Node {
     /// The next transfer: (neighbour slot, track, seq), or `None` to stay idle.
     pub(crate) fn pick(&mut self, now: Time) -> Option<(usize, usize, u64)> {
@@ -113,10 +133,14 @@ impl Node {
         let fjord = self.config.policy.is_fjord() || self.config.policy == Policy::MeshPull;
         let (chunk_us, _) = self.timing();
         let urgent_slack = Duration::from_micros(chunk_us);
-        // (sort key, neighbour slot, track, seq); the smallest key is served first.
-        type Candidate = ((bool, u64, i64), usize, usize, u64);
+        // (sort key, neighbour slot, track, seq); the smallest key is served first. The key's
+        // class: 0 a newcomer's first chunk, 1 urgent, 2 the rest.
+        type Candidate = ((u8, u64, i64), usize, usize, u64);
         let mut best: Option<Candidate> = None;
         let mut dead: Vec<(usize, usize, u64)> = Vec::new();
+        // Fjord: every servable request, to project the queue in service order (below).
+        let project = self.config.policy == Policy::Fjord;
+        let mut queue: Vec<Projected> = Vec::new();
         for (j, n) in self.neighbours.iter() {
             for &(t, seq) in &n.requests {
                 let Some(store) = self.tracks.get(t) else {
@@ -144,7 +168,8 @@ impl Node {
                     dead.push((j, t, seq));
                     continue;
                 }
-                if !n.window_allows(chunk.len(), self.config.upload_bps) {
+                let open = n.window_allows(chunk.len(), self.config.upload_bps);
+                if !open && !project {
                     continue;
                 }
                 // Fjord serves strictly newest first; only Fjord trees put urgent repairs first.
@@ -154,17 +179,49 @@ impl Node {
                 if urgent_only && !urgent {
                     continue;
                 }
-                let key = if urgent {
-                    (false, s.deadline.as_micros(), 0)
+                let newest = u64::MAX - chunk.meta().published_at_us;
+                let onward = -((n.onward * 1000.0) as i64);
+                let key = if fjord && n.starving() {
+                    (0, newest, onward)
+                } else if urgent {
+                    (1, s.deadline.as_micros(), 0)
                 } else {
-                    (
-                        true,
-                        u64::MAX - chunk.meta().published_at_us,
-                        -((n.onward * 1000.0) as i64),
-                    )
+                    (2, newest, onward)
                 };
-                if best.is_none_or(|b| key < b.0) {
+                if project {
+                    queue.push(Projected {
+                        key,
+                        slot: j,
+                        track: t,
+                        seq,
+                        bytes: chunk.len(),
+                        deadline: s.deadline,
+                        one_way: n.one_way(),
+                        open,
+                    });
+                } else if best.is_none_or(|b| key < b.0) {
                     best = Some((key, j, t, seq));
+                }
+            }
+        }
+        if project {
+            // Served newest first, an old chunk's request waits for every newer one, including
+            // those that came after it was admitted. Walk the queue in service order: a request
+            // that would now arrive after its deadline is refused at once rather than when the
+            // deadline is upon it, so its requester still has time to ask another holder.
+            // (After a mass departure the survivors' holders admitted requests that then
+            // waited 2-3 s behind newer ones before being refused, too late to be repaired.)
+            queue.sort_by_key(|q| q.key);
+            let mut free = now;
+            for q in queue {
+                let done = free + transmission_time(q.bytes, self.config.upload_bps);
+                if done + q.one_way > q.deadline {
+                    dead.push((q.slot, q.track, q.seq));
+                    continue;
+                }
+                free = done;
+                if q.open && best.is_none() {
+                    best = Some((q.key, q.slot, q.track, q.seq));
                 }
             }
         }

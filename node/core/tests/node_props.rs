@@ -512,3 +512,220 @@ fn requests_that_cannot_be_served_in_time_are_refused_at_once() {
     assert_eq!(refused.len(), PEERS as usize - fits, "refused {refused:?}");
     assert!(served.is_disjoint(&refused));
 }
+
+/// A newcomer's first chunk: a busy Fjord viewer with a queue of requests from neighbours that
+/// hold chunks serves the request of a neighbour that holds nothing yet next, and only its
+/// first one; its later requests wait their turn like everyone's.
+#[test]
+fn a_newcomers_first_request_goes_ahead_of_the_queue() {
+    let f = fixture();
+    let chunk = f.chunks[100].clone();
+    let older = f.chunks[99].clone();
+    let published = chunk.meta().published_at_us;
+    let now = Time::from_micros(published + 10_000);
+    let mut config = Config::viewer(2_000_000);
+    config.policy = Policy::Fjord;
+    let mut node = Node::new(config, 1, now);
+    node.handle(
+        now,
+        Input::Manifest {
+            from: None,
+            manifest: f.manifest.clone(),
+        },
+    );
+    for p in 0..PEERS {
+        node.handle(
+            now,
+            Input::PeerUp {
+                peer: PeerId(p),
+                outbound: false,
+                rtt: Some(Duration::from_millis(40)),
+            },
+        );
+        node.handle(
+            now,
+            Input::Control {
+                peer: PeerId(p),
+                msg: Control::Hello(Hello {
+                    version: PROTOCOL_VERSION,
+                    role: Role::Viewer,
+                    upload_bps: 1_000_000,
+                }),
+            },
+        );
+    }
+    node.handle(
+        now,
+        Input::Chunk {
+            from: None,
+            chunk: older,
+        },
+    );
+    node.handle(now, Input::Chunk { from: None, chunk });
+    while node.poll_output().is_some() {}
+    // Peers 0..4 hold an old chunk (they announced it) and all ask for the two newest; the
+    // last peer, a newcomer, asks for them after everyone else.
+    let newcomer = PEERS - 1;
+    for p in 0..newcomer {
+        node.handle(
+            now,
+            Input::Control {
+                peer: PeerId(p),
+                msg: Control::Have(Harness::id(98)),
+            },
+        );
+    }
+    for p in 0..PEERS {
+        for seq in [100, 99] {
+            node.handle(
+                now,
+                Input::Control {
+                    peer: PeerId(p),
+                    msg: Control::Request(Harness::id(seq)),
+                },
+            );
+        }
+    }
+    let mut order = Vec::new();
+    let mut t = now;
+    while order.len() < 2 * PEERS as usize && t.as_micros() < published + LATENCY_US {
+        let mut acks = Vec::new();
+        while let Some(out) = node.poll_output() {
+            if let Output::Chunk { peer, chunk, .. } = out {
+                order.push((peer.0, chunk.meta().id().sequence));
+                acks.push((peer, chunk.meta().id()));
+            }
+        }
+        // Each copy lands at once: the window to that peer opens again.
+        for (peer, id) in acks {
+            node.handle(
+                t,
+                Input::Control {
+                    peer,
+                    msg: Control::Ack(id),
+                },
+            );
+        }
+        t = t + Duration::from_micros(1_000);
+        node.handle_timeout(t);
+    }
+    // The first request (peer 0's, on the idle uplink) goes at once; the newcomer's newest
+    // comes next, ahead of four queued requests for the same chunk.
+    assert_eq!(order[0], (0, 100), "order {order:?}");
+    assert_eq!(order[1], (newcomer, 100), "order {order:?}");
+    // Then strictly newest first: the newcomer's older chunk waits behind everyone's newest.
+    let first_99 = order.iter().position(|&(_, s)| s == 99);
+    assert_eq!(first_99, Some(PEERS as usize), "order {order:?}");
+    assert_eq!(order.len(), 2 * PEERS as usize, "order {order:?}");
+}
+
+/// Served newest first, an admitted request for an older chunk can be overtaken by requests
+/// for newer ones that come after it. The holder then refuses it as soon as its projected
+/// queue says it will be late, the next time its uplink frees, not when the deadline is near.
+#[test]
+fn an_overtaken_request_is_refused_as_soon_as_it_cannot_be_served() {
+    let f = fixture();
+    let (older, newer) = (f.chunks[99].clone(), f.chunks[100].clone());
+    // 2 Mbit/s: a copy takes about 33 ms; 40 ms RTT, so 20 ms one way.
+    let upload = 2_000_000u64;
+    let copy = Duration::from_micros((newer.len() as u64 * 8 * 1_000_000).div_ceil(upload));
+    // 120 ms left for the older chunk: it fits behind one copy, not behind four.
+    let now = Time::from_micros(older.meta().published_at_us + LATENCY_US - 120_000);
+    let mut config = Config::viewer(upload);
+    config.policy = Policy::Fjord;
+    let mut node = Node::new(config, 1, now);
+    node.handle(
+        now,
+        Input::Manifest {
+            from: None,
+            manifest: f.manifest.clone(),
+        },
+    );
+    for p in 0..PEERS {
+        node.handle(
+            now,
+            Input::PeerUp {
+                peer: PeerId(p),
+                outbound: false,
+                rtt: Some(Duration::from_millis(40)),
+            },
+        );
+        for msg in [
+            Control::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                role: Role::Viewer,
+                upload_bps: 1_000_000,
+            }),
+            // Not newcomers: each holds an old chunk.
+            Control::Have(Harness::id(98)),
+        ] {
+            node.handle(
+                now,
+                Input::Control {
+                    peer: PeerId(p),
+                    msg,
+                },
+            );
+        }
+    }
+    node.handle(
+        now,
+        Input::Chunk {
+            from: None,
+            chunk: older,
+        },
+    );
+    node.handle(
+        now,
+        Input::Chunk {
+            from: None,
+            chunk: newer,
+        },
+    );
+    while node.poll_output().is_some() {}
+    let request = |node: &mut Node, p: u64, seq: u64| {
+        node.handle(
+            now,
+            Input::Control {
+                peer: PeerId(p),
+                msg: Control::Request(Harness::id(seq)),
+            },
+        );
+    };
+    // Peer 0 takes the uplink; peer 1's request for the older chunk is admitted behind it;
+    // then three requests for the newer chunk come, each admitted (its deadline is later).
+    request(&mut node, 0, 100);
+    request(&mut node, 1, 99);
+    for p in 2..5 {
+        request(&mut node, p, 100);
+    }
+    let mut refused_at = None;
+    let mut served_99 = false;
+    let mut t = now;
+    while t < now + Duration::from_millis(120) {
+        while let Some(out) = node.poll_output() {
+            match out {
+                Output::Control {
+                    peer,
+                    msg: Control::Cancel(c),
+                } if c == Harness::id(99) && peer == PeerId(1) => {
+                    refused_at.get_or_insert(t);
+                }
+                Output::Chunk { chunk, .. } if chunk.meta().id() == Harness::id(99) => {
+                    served_99 = true;
+                }
+                _ => {}
+            }
+        }
+        t = t + Duration::from_millis(1);
+        node.handle_timeout(t);
+    }
+    assert!(!served_99, "the overtaken request was served late");
+    let at = refused_at.expect("the overtaken request was refused");
+    // At the first free uplink (after peer 0's copy), not two copies later.
+    assert!(
+        at <= now + copy + Duration::from_millis(2),
+        "refused {:?} after the requests, a copy takes {copy:?}",
+        at.saturating_since(now)
+    );
+}

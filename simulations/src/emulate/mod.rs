@@ -42,6 +42,8 @@ pub struct EmulateOptions {
     pub kill_share: f64,
     /// When to kill, seconds after the start.
     pub kill_at_s: Option<f64>,
+    /// Kill the first nodes to have joined instead of the same share of each upload class.
+    pub kill_oldest: bool,
     /// Picture size of the origin's test pattern.
     pub size: String,
     /// Also run the simulator on the same scenario.
@@ -239,8 +241,10 @@ async fn run_inner(
     }];
     let mut deck = crate::scenario::ClassDeck::new(&sc.classes, n);
     let mut sessions = Vec::new();
+    let mut class_of = Vec::with_capacity(n);
     for i in 0..n {
-        let class = &sc.classes[deck.deal(&mut place_rng)];
+        class_of.push(deck.deal(&mut place_rng));
+        let class = &sc.classes[class_of[i]];
         places.push(net.place(&sc.network, i + 1, &mut place_rng));
         sessions.push(sc.churn.enabled.then(|| {
             crate::engine::weibull(
@@ -404,13 +408,24 @@ async fn run_inner(
         {
             killed = true;
             kill_us = Some(wall_us());
-            let count = ((n as f64) * opts.kill_share).round() as usize;
-            for p in nodes.iter_mut().take(count).flatten() {
-                p.read();
-                p.kill();
+            let victims = if opts.kill_oldest {
+                (0..((n as f64) * opts.kill_share).round() as usize).collect()
+            } else {
+                kill_set(&class_of, opts.kill_share, sc.seed)
+            };
+            for &i in &victims {
+                if let Some(p) = nodes.get_mut(i).and_then(Option::as_mut) {
+                    p.read();
+                    p.kill();
+                }
+            }
+            let mut by_class = vec![0usize; sc.classes.len()];
+            for &i in &victims {
+                by_class[class_of[i]] += 1;
             }
             eprintln!(
-                "emulate: killed {count} of {n} nodes at {:.1} s",
+                "emulate: killed {} of {n} nodes at {:.1} s (per upload class: {by_class:?})",
+                victims.len(),
                 started.elapsed().as_secs_f64()
             );
         }
@@ -686,4 +701,53 @@ fn random_seed() -> [u8; 32] {
     let mut s = [0u8; 32];
     getrandom::fill(&mut s).expect("the system has randomness");
     s
+}
+
+/// The nodes to kill: `share` of each upload class (rounded), drawn at random with `seed`, so
+/// that the survivors keep the scenario's mix of uploads and the run measures recovery, not
+/// a smaller network. Returns node indices, ascending.
+fn kill_set(class_of: &[usize], share: f64, seed: u64) -> Vec<usize> {
+    let mut rng = Rng::new(seed ^ 0x0c1a_55e5);
+    let classes = class_of.iter().copied().max().map_or(0, |c| c + 1);
+    let mut victims = Vec::new();
+    for c in 0..classes {
+        let mut members: Vec<usize> = (0..class_of.len()).filter(|&i| class_of[i] == c).collect();
+        let k = ((members.len() as f64) * share).round() as usize;
+        // A partial Fisher-Yates shuffle: the first k after it are a uniform draw.
+        for j in 0..k.min(members.len()) {
+            let pick = j + rng.below((members.len() - j) as u64) as usize;
+            members.swap(j, pick);
+        }
+        victims.extend_from_slice(&members[..k.min(members.len())]);
+    }
+    victims.sort_unstable();
+    victims
+}
+
+#[cfg(test)]
+mod kill_tests {
+    use super::kill_set;
+
+    #[test]
+    fn a_kill_takes_the_same_share_of_each_class() {
+        // emu30's deal: 8 fast, 7 medium, 15 slow, interleaved.
+        let class_of: Vec<usize> = (0..30).map(|i| [2, 0, 2, 1][i % 4]).collect();
+        let count = |c| class_of.iter().filter(|&&k| k == c).count();
+        let (fast, medium, slow) = (count(0), count(1), count(2));
+        let victims = kill_set(&class_of, 0.3, 7);
+        let killed = |c| victims.iter().filter(|&&i| class_of[i] == c).count();
+        assert_eq!(killed(0), (fast as f64 * 0.3).round() as usize);
+        assert_eq!(killed(1), (medium as f64 * 0.3).round() as usize);
+        assert_eq!(killed(2), (slow as f64 * 0.3).round() as usize);
+        let mut unique = victims.clone();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            victims.len(),
+            "a node killed twice: {victims:?}"
+        );
+        // Another seed draws other nodes of the same classes.
+        assert_ne!(kill_set(&class_of, 0.3, 8), victims);
+        assert_eq!(kill_set(&class_of, 0.3, 7), victims);
+    }
 }
