@@ -32,9 +32,10 @@ pub const DATA_QUEUE: usize = 32;
 /// Bytes of control frames written to QUIC at once at most.
 const CONTROL_BATCH: usize = 16 * 1024;
 /// Longest an announcement waits for other control messages to the same peer. Announcements
-/// of a video chunk and of the audio chunk of the same instant then share a packet; 20 ms is
-/// small next to a hop's 200-500 ms.
-const ANNOUNCE_DELAY: Duration = Duration::from_millis(20);
+/// of a video chunk and of the audio chunk of the same instant then share a packet; 40 ms is
+/// small next to a hop's 200-500 ms (20 ms sent about 5% more packets from a slow host, whose
+/// uplink queue then waited longer; see the acknowledgement delay in `mesh`).
+const ANNOUNCE_DELAY: Duration = Duration::from_millis(40);
 /// Time allowed to open both streams to a peer (dialling included).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -8,7 +8,6 @@
 //!   recently gave and took, plus its onward value and a small bonus for a short RTT; the origin
 //!   by onward value alone, so its few copies of each chunk go to the peers that multiply them
 //!   fastest.
-//! - A neighbour younger than three maintenance rounds is not trimmed for its score.
 //! - A share of slots ([`Config::protected_share`]), drawn at random when the link opens, is
 //!   never dropped for its score: those links keep the mesh an expander rather than a clique of
 //!   the best-connected.
@@ -23,12 +22,6 @@
 use crate::node::{Node, Output, Policy};
 use crate::proto::{Control, GoodbyeReason, Role};
 use crate::time::Time;
-
-/// Maintenance rounds a new neighbour is spared from the trim: it has had no time to be
-/// useful, so its score says nothing yet, and dropping it at once made joining nodes hop from
-/// neighbour to neighbour before their first chunk. The trim takes it later if it stays
-/// useless; until then the incoming slack bounds the excess.
-const NEWCOMER_GRACE: u32 = 3;
 
 impl Node {
     pub(crate) fn maintain(&mut self, now: Time) {
@@ -52,13 +45,10 @@ impl Node {
         }
         if count > self.config.max_neighbours {
             let origin = self.config.role == Role::Origin;
-            let grace = self.config.maintenance_interval * NEWCOMER_GRACE;
             let mut ranked: Vec<(f64, usize)> = self
                 .neighbours
                 .iter()
-                .filter(|(slot, n)| {
-                    !n.protected && !doomed.contains(slot) && now.saturating_since(n.since) >= grace
-                })
+                .filter(|(slot, n)| !n.protected && !doomed.contains(slot))
                 .map(|(slot, n)| {
                     let score = if origin {
                         n.onward
