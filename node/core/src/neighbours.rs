@@ -64,8 +64,8 @@ pub(crate) struct Neighbour {
     pub(crate) spare: u8,
     /// When it last refused us.
     pub(crate) refused_at: Option<Time>,
-    /// Whether it is known to hold or receive any chunk (it announced one, or we sent it one).
-    /// Until then it is a newcomer waiting for its first chunk, whose request goes first.
+    /// Whether it is known to hold or receive any chunk (it announced one, withdrew a request,
+    /// or we sent it one). Until then it is a newcomer waiting for its first chunk.
     pub(crate) holds_any: bool,
 }
 
@@ -103,10 +103,10 @@ impl Neighbour {
         };
     }
 
-    /// Whether it still waits for its first chunk with nothing on its way from us: its
-    /// requests are served first, so that joining does not wait behind a busy holder's queue.
+    /// Whether it still waits for its first chunk (see `holds_any`): its newest request is
+    /// served first, so that joining does not wait behind a busy holder's queue.
     pub(crate) fn starving(&self) -> bool {
-        !self.holds_any && self.in_flight.is_empty()
+        !self.holds_any
     }
 
     /// Estimated one-way delay to it.

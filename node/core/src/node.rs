@@ -308,6 +308,8 @@ pub struct Node {
     pub(crate) lag_us: [Option<f64>; SUBSTREAMS],
     /// Bit per neighbour slot whose upload is at least the stream rate.
     pub(crate) spreaders: u64,
+    /// The scheduler's projection of the request queue, kept to reuse its allocation.
+    pub(crate) projection: Vec<crate::scheduler::Projected>,
     /// Per substream, the newest chunk held and its publication time.
     pub(crate) newest: [Option<(u64, Time)>; SUBSTREAMS],
     /// Per substream, the neighbour slots subscribed to it from us.
@@ -341,6 +343,7 @@ impl Node {
             children: [0; SUBSTREAMS],
             newest: [None; SUBSTREAMS],
             spreaders: 0,
+            projection: Vec::new(),
             next_status: now,
             pending_connects: Vec::new(),
             uplink_free_at: now,
@@ -606,8 +609,13 @@ impl Node {
                     sequence: base,
                 };
                 if let Some((t, _)) = self.locate(&id) {
-                    for i in bits(map) {
-                        self.learn_holder(now, slot, t, base.saturating_add(i as u64));
+                    // Newest first: the newest is the one a newcomer wants first, and tells it
+                    // which of the others may still be live.
+                    let mut seqs: Vec<u64> =
+                        bits(map).map(|i| base.saturating_add(i as u64)).collect();
+                    seqs.reverse();
+                    for seq in seqs {
+                        self.learn_holder(now, slot, t, seq);
                     }
                 }
             }
@@ -676,6 +684,11 @@ impl Node {
                         n.our_requests = n.our_requests.saturating_sub(1);
                     }
                     if let Some(n) = self.neighbours.get_mut(slot) {
+                        // Withdrawing its own request: it got the chunk elsewhere, so it is
+                        // no newcomer (it may announce nothing to us, who hold it).
+                        if n.requests.contains(&(t, seq)) {
+                            n.holds_any = true;
+                        }
                         n.requests.retain(|r| *r != (t, seq));
                     }
                     self.abort_if_current(now, slot, t, seq);
@@ -791,7 +804,20 @@ impl Node {
 
     /// A neighbour holds (or receives) chunk `seq` of `track`.
     fn learn_holder(&mut self, now: Time, slot: usize, track: usize, seq: u64) {
-        let (chunk_us, _) = self.timing();
+        let (chunk_us, latency_us) = self.timing();
+        // Nothing is reserved that can no longer be live. Before its first chunk a node knows
+        // no deadlines, only that the newest chunk heard of was published by now: a chunk a
+        // target latency older was due by then. (Without this, a new neighbour's have-map
+        // drew a reservation for each of its 50 chunks per track, which it then refused.)
+        let newcomer = self.tracks.iter().all(|t| t.range().is_none());
+        let live = if newcomer {
+            let newest = self.tracks[track].live_seqs().max().unwrap_or(seq).max(seq);
+            seq + latency_us.div_ceil(chunk_us.max(1)) > newest
+        } else {
+            self.tracks[track]
+                .deadline(seq, chunk_us, latency_us)
+                .is_none_or(|d| now < d)
+        };
         if let Some(n) = self.neighbours.get_mut(slot) {
             n.holds_any = true;
         }
@@ -808,7 +834,7 @@ impl Node {
             // spreaders' upload to the spreaders (measured at N = 100 / 1,000: 99.6% / 95.0%
             // continuity against 99.4% / 94.5% when every node reserved at once).
             let passes_on = self.config.upload_bps >= self.stream_bps();
-            if free && passes_on && self.spreaders & (1 << slot) != 0 {
+            if free && live && passes_on && self.spreaders & (1 << slot) != 0 {
                 // The first spreader to announce the chunk is near the front of its spread:
                 // reserve it there at once, so it comes as soon as that neighbour has it.
                 self.reserve(now, slot, track, seq);

@@ -19,9 +19,10 @@
 //! - **Admission**: a request is taken unless it could not arrive before its chunk's deadline
 //!   even served after everything already queued; then it is refused with `Cancel` at once, so
 //!   the requester asks another holder while there is time (see [`crate::repair`]).
-//! - **Newcomers first**: a neighbour that holds nothing yet (it announced no chunk and we
-//!   sent it none) has its newest request served before all others, and admitted as if the
-//!   queue were empty. It costs one chunk per join, and a newcomer no longer waits for its
+//! - **Newcomers first**: a neighbour that holds nothing yet (it announced no chunk, withdrew
+//!   no request, and we sent it none) has its newest request served before all others, and
+//!   admitted behind only one chunk for each other such newcomer; its other requests queue
+//!   like everyone's. It costs one chunk per join, and a newcomer no longer waits for its
 //!   first chunk behind a busy holder's queue, where it ranks last among the requesters of the
 //!   newest chunk when its upload is low.
 //! - **Order**: the newest chunk first and, among its requesters, the highest onward value
@@ -79,7 +80,8 @@ use crate::time::{Time, transmission_time};
 use crate::tree::substream;
 
 /// A servable request in the projection of a Fjord holder's queue.
-struct Projected {
+#[derive(Debug)]
+pub(crate) struct Projected {
     key: (u8, u64, i64),
     slot: usize,
     track: usize,
@@ -124,9 +126,10 @@ impl Node {
     /// urgent ones (slack under one chunk duration) go first, by deadline, and `urgent_only`
     /// keeps to those. Mesh pull's suppliers use the same order as Fjord's (CoolStreaming
     /// leaves the supplier's order open; sharing it makes the comparison one of the requesting
-    /// side). Requests that can no longer be served in time are dropped, and under Fjord and
-    /// mesh pull refused with `Cancel` so the requester asks someone else at once. Requests for
-    /// chunks not here yet wait for them.
+    /// side). Under Fjord a newcomer's first request goes before all others, and the queue is
+    /// projected in service order (see the module documentation). Requests that can no longer
+    /// be served in time are dropped, and under Fjord and mesh pull refused with `Cancel` so
+    /// the requester asks someone else at once. Requests for chunks not here yet wait for them.
     fn pick_request(&mut self, now: Time, urgent_only: bool) -> Option<(usize, usize, u64)> {
         // Mesh pull drops what it cannot deliver in time too: CoolStreaming requests a segment
         // only from a supplier able to deliver it before its deadline.
@@ -140,7 +143,9 @@ impl Node {
         let mut dead: Vec<(usize, usize, u64)> = Vec::new();
         // Fjord: every servable request, to project the queue in service order (below).
         let project = self.config.policy == Policy::Fjord;
-        let mut queue: Vec<Projected> = Vec::new();
+        // Reused between picks: this runs each time the uplink frees.
+        let mut queue = std::mem::take(&mut self.projection);
+        queue.clear();
         for (j, n) in self.neighbours.iter() {
             for &(t, seq) in &n.requests {
                 let Some(store) = self.tracks.get(t) else {
@@ -181,7 +186,7 @@ impl Node {
                 }
                 let newest = u64::MAX - chunk.meta().published_at_us;
                 let onward = -((n.onward * 1000.0) as i64);
-                let key = if fjord && n.starving() {
+                let key = if project && n.starving() {
                     (0, newest, onward)
                 } else if urgent {
                     (1, s.deadline.as_micros(), 0)
@@ -211,20 +216,41 @@ impl Node {
             // deadline is upon it, so its requester still has time to ask another holder.
             // (After a mass departure the survivors' holders admitted requests that then
             // waited 2-3 s behind newer ones before being refused, too late to be repaired.)
+            //
+            // A newcomer's first chunk goes first: only its newest request (one track's) keeps
+            // class 0, the others queue like everyone's.
+            let mut first = [(u64::MAX, usize::MAX); crate::neighbours::MAX_SLOTS];
+            for q in queue.iter().filter(|q| q.key.0 == 0) {
+                first[q.slot] = first[q.slot].min((q.key.1, q.track));
+            }
+            for q in queue.iter_mut().filter(|q| q.key.0 == 0) {
+                if (q.key.1, q.track) != first[q.slot] {
+                    q.key.0 = 2;
+                }
+            }
+            // Stable, so equal keys keep the neighbours' order and runs stay deterministic.
             queue.sort_by_key(|q| q.key);
+            // What goes now: the first whose window is open (in time by the check above).
+            // Requests waiting for a window are projected after it, in order.
+            let now_at = queue.iter().position(|q| q.open);
             let mut free = now;
-            for q in queue {
+            if let Some(q) = now_at.map(|i| &queue[i]) {
+                best = Some((q.key, q.slot, q.track, q.seq));
+                free = now + transmission_time(q.bytes, self.config.upload_bps);
+            }
+            for (i, q) in queue.iter().enumerate() {
+                if Some(i) == now_at {
+                    continue;
+                }
                 let done = free + transmission_time(q.bytes, self.config.upload_bps);
                 if done + q.one_way > q.deadline {
                     dead.push((q.slot, q.track, q.seq));
                     continue;
                 }
                 free = done;
-                if q.open && best.is_none() {
-                    best = Some((q.key, q.slot, q.track, q.seq));
-                }
             }
         }
+        self.projection = queue;
         for (j, t, seq) in dead {
             if let Some(n) = self.neighbours.get_mut(j) {
                 n.requests.retain(|r| *r != (t, seq));

@@ -729,3 +729,73 @@ fn an_overtaken_request_is_refused_as_soon_as_it_cannot_be_served() {
         at.saturating_since(now)
     );
 }
+
+/// A node that holds nothing yet asks at once (no patience), only for chunks that may still
+/// be live (less than a target latency older than the newest it heard of), and never the
+/// origin, which serves no requests.
+#[test]
+fn a_newcomer_asks_at_once_for_live_chunks_and_never_the_origin() {
+    let f = fixture();
+    // The newest chunk heard of is 100; `now` is its publication time.
+    let newest = 100u64;
+    let now = Time::from_micros(f.chunks[newest as usize].meta().published_at_us);
+    let mut config = Config::viewer(2_000_000);
+    config.policy = Policy::Fjord;
+    let mut node = Node::new(config, 1, now);
+    node.handle(
+        now,
+        Input::Manifest {
+            from: None,
+            manifest: f.manifest.clone(),
+        },
+    );
+    for (p, role) in [(0, Role::Origin), (1, Role::Viewer)] {
+        node.handle(
+            now,
+            Input::PeerUp {
+                peer: PeerId(p),
+                outbound: true,
+                rtt: Some(Duration::from_millis(40)),
+            },
+        );
+        for msg in [
+            Control::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                role,
+                upload_bps: 4_000_000,
+            }),
+            // Both hold the last 64 chunks, up to the newest.
+            Control::HaveMap {
+                epoch: 1,
+                track: 1,
+                base: newest - 63,
+                bits: u64::MAX,
+            },
+        ] {
+            node.handle(
+                now,
+                Input::Control {
+                    peer: PeerId(p),
+                    msg,
+                },
+            );
+        }
+    }
+    // No time passes: requests must go now, not after the repair patience.
+    node.handle_timeout(now);
+    let mut asked = BTreeSet::new();
+    while let Some(out) = node.poll_output() {
+        if let Output::Control {
+            peer,
+            msg: Control::Request(id),
+        } = out
+        {
+            assert_eq!(peer, PeerId(1), "asked the origin for {id:?}");
+            asked.insert(id.sequence);
+        }
+    }
+    // A target latency is 8 chunk durations: chunks 93..=100 may still be live.
+    let live_back = LATENCY_US / CHUNK_US;
+    let expected: BTreeSet<u64> = (newest + 1 - live_back..=newest).collect();
+    assert_eq!(asked, expected);
+}
