@@ -427,20 +427,9 @@ fn long_random_run_stays_bounded() {
     }
 }
 
-/// Admission by deadline: a Fjord viewer holding a chunk with little slack left takes as many
-/// requests for it as it can serve in time (the one on its uplink counts) and refuses the rest
-/// with `Cancel` at once, so those requesters can ask another holder while there is time.
-#[test]
-fn requests_that_cannot_be_served_in_time_are_refused_at_once() {
-    let f = fixture();
-    let chunk = f.chunks[100].clone();
-    let published = chunk.meta().published_at_us;
-    // 2 Mbit/s: a copy (about 8.1 kB) takes about 33 ms; 40 ms RTT, so 20 ms one way.
-    let upload = 2_000_000u64;
-    let copy_us = (chunk.len() as u64 * 8 * 1_000_000).div_ceil(upload);
-    // 150 ms of slack when the requests come: room for (150 - 20) / 33 = 3 copies.
-    let slack_us = 150_000u64;
-    let now = Time::from_micros(published + LATENCY_US - slack_us);
+/// A Fjord viewer uploading `upload` bit/s, with the manifest and `PEERS` greeted neighbours
+/// (1 Mbit/s viewers, 40 ms RTT) at `now`.
+fn fjord_viewer_with_peers(upload: u64, now: Time) -> Node {
     let mut config = Config::viewer(upload);
     config.policy = Policy::Fjord;
     let mut node = Node::new(config, 1, now);
@@ -448,7 +437,7 @@ fn requests_that_cannot_be_served_in_time_are_refused_at_once() {
         now,
         Input::Manifest {
             from: None,
-            manifest: f.manifest.clone(),
+            manifest: fixture().manifest.clone(),
         },
     );
     for p in 0..PEERS {
@@ -472,6 +461,24 @@ fn requests_that_cannot_be_served_in_time_are_refused_at_once() {
             },
         );
     }
+    node
+}
+
+/// Admission by deadline: a Fjord viewer holding a chunk with little slack left takes as many
+/// requests for it as it can serve in time (the one on its uplink counts) and refuses the rest
+/// with `Cancel` at once, so those requesters can ask another holder while there is time.
+#[test]
+fn requests_that_cannot_be_served_in_time_are_refused_at_once() {
+    let f = fixture();
+    let chunk = f.chunks[100].clone();
+    let published = chunk.meta().published_at_us;
+    // 2 Mbit/s: a copy (about 8.1 kB) takes about 33 ms; 40 ms RTT, so 20 ms one way.
+    let upload = 2_000_000u64;
+    let copy_us = (chunk.len() as u64 * 8 * 1_000_000).div_ceil(upload);
+    // 150 ms of slack when the requests come: room for (150 - 20) / 33 = 3 copies.
+    let slack_us = 150_000u64;
+    let now = Time::from_micros(published + LATENCY_US - slack_us);
+    let mut node = fjord_viewer_with_peers(upload, now);
     node.handle(now, Input::Chunk { from: None, chunk });
     while node.poll_output().is_some() {}
     let id = Harness::id(100);
@@ -523,37 +530,7 @@ fn a_newcomers_first_request_goes_ahead_of_the_queue() {
     let older = f.chunks[99].clone();
     let published = chunk.meta().published_at_us;
     let now = Time::from_micros(published + 10_000);
-    let mut config = Config::viewer(2_000_000);
-    config.policy = Policy::Fjord;
-    let mut node = Node::new(config, 1, now);
-    node.handle(
-        now,
-        Input::Manifest {
-            from: None,
-            manifest: f.manifest.clone(),
-        },
-    );
-    for p in 0..PEERS {
-        node.handle(
-            now,
-            Input::PeerUp {
-                peer: PeerId(p),
-                outbound: false,
-                rtt: Some(Duration::from_millis(40)),
-            },
-        );
-        node.handle(
-            now,
-            Input::Control {
-                peer: PeerId(p),
-                msg: Control::Hello(Hello {
-                    version: PROTOCOL_VERSION,
-                    role: Role::Viewer,
-                    upload_bps: 1_000_000,
-                }),
-            },
-        );
-    }
+    let mut node = fjord_viewer_with_peers(2_000_000, now);
     node.handle(
         now,
         Input::Chunk {
@@ -631,42 +608,17 @@ fn an_overtaken_request_is_refused_as_soon_as_it_cannot_be_served() {
     let copy = Duration::from_micros((newer.len() as u64 * 8 * 1_000_000).div_ceil(upload));
     // 120 ms left for the older chunk: it fits behind one copy, not behind four.
     let now = Time::from_micros(older.meta().published_at_us + LATENCY_US - 120_000);
-    let mut config = Config::viewer(upload);
-    config.policy = Policy::Fjord;
-    let mut node = Node::new(config, 1, now);
-    node.handle(
-        now,
-        Input::Manifest {
-            from: None,
-            manifest: f.manifest.clone(),
-        },
-    );
+    let mut node = fjord_viewer_with_peers(upload, now);
     for p in 0..PEERS {
+        // Not newcomers: each holds an old chunk.
+        let msg = Control::Have(Harness::id(98));
         node.handle(
             now,
-            Input::PeerUp {
+            Input::Control {
                 peer: PeerId(p),
-                outbound: false,
-                rtt: Some(Duration::from_millis(40)),
+                msg,
             },
         );
-        for msg in [
-            Control::Hello(Hello {
-                version: PROTOCOL_VERSION,
-                role: Role::Viewer,
-                upload_bps: 1_000_000,
-            }),
-            // Not newcomers: each holds an old chunk.
-            Control::Have(Harness::id(98)),
-        ] {
-            node.handle(
-                now,
-                Input::Control {
-                    peer: PeerId(p),
-                    msg,
-                },
-            );
-        }
     }
     node.handle(
         now,
