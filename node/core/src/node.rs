@@ -306,8 +306,10 @@ pub struct Node {
     pub(crate) parents: [Option<usize>; SUBSTREAMS],
     /// Our lag behind publication per substream, µs (exponential average).
     pub(crate) lag_us: [Option<f64>; SUBSTREAMS],
-    /// Bit per neighbour slot whose upload is at least the stream rate.
+    /// Bit per neighbour slot whose upload is at least the stream rate (the origin excluded).
     pub(crate) spreaders: u64,
+    /// Bit per neighbour slot that is the origin, which serves no requests.
+    pub(crate) origins: u64,
     /// The scheduler's projection of the request queue, kept to reuse its allocation.
     pub(crate) projection: Vec<crate::scheduler::Projected>,
     /// Per substream, the newest chunk held and its publication time.
@@ -343,6 +345,7 @@ impl Node {
             children: [0; SUBSTREAMS],
             newest: [None; SUBSTREAMS],
             spreaders: 0,
+            origins: 0,
             projection: Vec::new(),
             next_status: now,
             pending_connects: Vec::new(),
@@ -611,11 +614,8 @@ impl Node {
                 if let Some((t, _)) = self.locate(&id) {
                     // Newest first: the newest is the one a newcomer wants first, and tells it
                     // which of the others may still be live.
-                    let mut seqs: Vec<u64> =
-                        bits(map).map(|i| base.saturating_add(i as u64)).collect();
-                    seqs.reverse();
-                    for seq in seqs {
-                        self.learn_holder(now, slot, t, seq);
+                    for i in (0..64u64).rev().filter(|i| map >> i & 1 == 1) {
+                        self.learn_holder(now, slot, t, base.saturating_add(i));
                     }
                 }
             }
@@ -791,33 +791,39 @@ impl Node {
         order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         self.push_order = order.into_iter().map(|(i, _)| i).collect();
         let stream = self.stream_bps();
+        let slots = |keep: &dyn Fn(&Hello) -> bool| {
+            self.neighbours
+                .iter()
+                .filter(|(_, n)| n.hello.as_ref().is_some_and(keep))
+                .fold(0u64, |m, (i, _)| m | 1 << i)
+        };
+        self.origins = slots(&|h| h.role == Role::Origin);
         // Not the origin: it serves no requests, so a reservation there only earns a refusal.
-        self.spreaders = self
-            .neighbours
-            .iter()
-            .filter(|(_, n)| {
-                n.hello
-                    .is_some_and(|h| h.role != Role::Origin && stream > 0 && h.upload_bps >= stream)
-            })
-            .fold(0, |m, (i, _)| m | 1 << i);
+        self.spreaders = slots(&|h| h.role != Role::Origin && stream > 0 && h.upload_bps >= stream);
+    }
+
+    /// Whether this node holds nothing yet (no track has a verified chunk): it knows no
+    /// deadlines, and has reserved nothing.
+    pub(crate) fn holds_nothing(&self) -> bool {
+        self.tracks.iter().all(|t| t.range().is_none())
+    }
+
+    /// Whether chunk `seq` of `track` may still arrive before its deadline, estimated from the
+    /// newest chunk heard of while no deadline is known.
+    pub(crate) fn may_be_live(&self, now: Time, track: usize, seq: u64) -> bool {
+        let (chunk_us, latency_us) = self.timing();
+        if self.holds_nothing() {
+            let live_back = latency_us.div_ceil(chunk_us.max(1));
+            return seq >= self.tracks[track].oldest_live_unanchored(live_back);
+        }
+        self.tracks[track]
+            .deadline(seq, chunk_us, latency_us)
+            .is_none_or(|d| now < d)
     }
 
     /// A neighbour holds (or receives) chunk `seq` of `track`.
     fn learn_holder(&mut self, now: Time, slot: usize, track: usize, seq: u64) {
-        let (chunk_us, latency_us) = self.timing();
-        // Nothing is reserved that can no longer be live. Before its first chunk a node knows
-        // no deadlines, only that the newest chunk heard of was published by now: a chunk a
-        // target latency older was due by then. (Without this, a new neighbour's have-map
-        // drew a reservation for each of its 50 chunks per track, which it then refused.)
-        let newcomer = self.tracks.iter().all(|t| t.range().is_none());
-        let live = if newcomer {
-            let newest = self.tracks[track].live_seqs().max().unwrap_or(seq).max(seq);
-            seq + latency_us.div_ceil(chunk_us.max(1)) > newest
-        } else {
-            self.tracks[track]
-                .deadline(seq, chunk_us, latency_us)
-                .is_none_or(|d| now < d)
-        };
+        let (chunk_us, _) = self.timing();
         if let Some(n) = self.neighbours.get_mut(slot) {
             n.holds_any = true;
         }
@@ -834,7 +840,14 @@ impl Node {
             // spreaders' upload to the spreaders (measured at N = 100 / 1,000: 99.6% / 95.0%
             // continuity against 99.4% / 94.5% when every node reserved at once).
             let passes_on = self.config.upload_bps >= self.stream_bps();
-            if free && live && passes_on && self.spreaders & (1 << slot) != 0 {
+            // Nothing is reserved that can no longer be live. (Without this, a new neighbour's
+            // have-map drew a newcomer's reservation for each of its 50 chunks per track,
+            // which it then refused.)
+            if free
+                && passes_on
+                && self.spreaders & (1 << slot) != 0
+                && self.may_be_live(now, track, seq)
+            {
                 // The first spreader to announce the chunk is near the front of its spread:
                 // reserve it there at once, so it comes as soon as that neighbour has it.
                 self.reserve(now, slot, track, seq);

@@ -156,8 +156,7 @@ impl Node {
         // for reservations at spreaders, which a newcomer has not made, and before its first
         // chunk it knows no deadlines, so it would otherwise ask for the whole window, which
         // holders refuse.
-        let newcomer = self.tracks.iter().all(|s| s.range().is_none());
-        let patience = if newcomer {
+        let patience = if self.holds_nothing() {
             Duration::ZERO
         } else {
             self.config.repair_patience
@@ -165,15 +164,7 @@ impl Node {
         let live_back = latency_us.div_ceil(chunk_us.max(1));
         // The origin serves no requests (its upload goes to fresh chunks): asking it would
         // cost a round trip before the refusal.
-        let origin = bits(self.neighbours.active())
-            .filter(|&j| {
-                self.neighbours
-                    .get(j)
-                    .and_then(|n| n.hello)
-                    .is_some_and(|h| h.role == crate::proto::Role::Origin)
-            })
-            .fold(0u64, |m, j| m | 1 << j);
-        let active = self.neighbours.active() & !origin;
+        let active = self.neighbours.active() & !self.origins;
         let mut next: Option<Time> = None;
         let mut wake = |t: Time| next = Some(next.map_or(t, |n: Time| n.min(t)));
         for t in 0..self.tracks.len() {
@@ -187,12 +178,10 @@ impl Node {
             ) {
                 (Some((lo, hi)), Some(open)) => Box::new(open.max(lo)..=hi),
                 _ => {
-                    let heard: Vec<u64> = self.tracks[t].live_seqs().collect();
-                    let newest = heard.iter().copied().max().unwrap_or(0);
-                    // The newest heard was published by now; a chunk `live_back` older was
-                    // due by then.
-                    let oldest = (newest + 1).saturating_sub(live_back);
-                    Box::new(heard.into_iter().filter(move |&s| s >= oldest))
+                    let store = &self.tracks[t];
+                    let oldest = store.oldest_live_unanchored(live_back);
+                    let live: Vec<u64> = store.live_seqs().filter(|&s| s >= oldest).collect();
+                    Box::new(live.into_iter())
                 }
             };
             for seq in seqs {

@@ -87,8 +87,8 @@ pub(crate) struct Projected {
     track: usize,
     seq: u64,
     bytes: usize,
-    deadline: Time,
-    one_way: Duration,
+    /// When its transmission must end to arrive by the deadline.
+    due: Time,
     /// Whether the neighbour's window lets it be sent now.
     open: bool,
 }
@@ -200,8 +200,7 @@ impl Node {
                         track: t,
                         seq,
                         bytes: chunk.len(),
-                        deadline: s.deadline,
-                        one_way: n.one_way(),
+                        due: s.deadline - n.one_way(),
                         open,
                     });
                 } else if best.is_none_or(|b| key < b.0) {
@@ -243,7 +242,7 @@ impl Node {
                     continue;
                 }
                 let done = free + transmission_time(q.bytes, self.config.upload_bps);
-                if done + q.one_way > q.deadline {
+                if done > q.due {
                     dead.push((q.slot, q.track, q.seq));
                     continue;
                 }

@@ -232,6 +232,15 @@ impl TrackStore {
             .map(|s| s.seq)
     }
 
+    /// The oldest sequence number that may still be live when no deadline is known yet
+    /// (before the first verified chunk): the newest chunk heard of was published by now, so
+    /// one a target latency (`live_back` chunks) older was due by then.
+    pub(crate) fn oldest_live_unanchored(&self, live_back: u64) -> u64 {
+        self.live_seqs()
+            .max()
+            .map_or(0, |newest| (newest + 1).saturating_sub(live_back))
+    }
+
     /// Iterates over live slots in the window, newest first.
     pub(crate) fn newest_first(&self) -> impl Iterator<Item = &Slot> + '_ {
         let (lo, hi) = self.range().unwrap_or((1, 0));

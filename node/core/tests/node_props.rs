@@ -427,9 +427,8 @@ fn long_random_run_stays_bounded() {
     }
 }
 
-/// A Fjord viewer uploading `upload` bit/s, with the manifest and `PEERS` greeted neighbours
-/// (1 Mbit/s viewers, 40 ms RTT) at `now`.
-fn fjord_viewer_with_peers(upload: u64, now: Time) -> Node {
+/// A Fjord viewer uploading `upload` bit/s that has the manifest at `now`, and no neighbours.
+fn fjord_viewer(upload: u64, now: Time) -> Node {
     let mut config = Config::viewer(upload);
     config.policy = Policy::Fjord;
     let mut node = Node::new(config, 1, now);
@@ -440,6 +439,12 @@ fn fjord_viewer_with_peers(upload: u64, now: Time) -> Node {
             manifest: fixture().manifest.clone(),
         },
     );
+    node
+}
+
+/// [`fjord_viewer`] with `PEERS` greeted neighbours (1 Mbit/s viewers, 40 ms RTT).
+fn fjord_viewer_with_peers(upload: u64, now: Time) -> Node {
+    let mut node = fjord_viewer(upload, now);
     for p in 0..PEERS {
         node.handle(
             now,
@@ -691,16 +696,7 @@ fn a_newcomer_asks_at_once_for_live_chunks_and_never_the_origin() {
     // The newest chunk heard of is 100; `now` is its publication time.
     let newest = 100u64;
     let now = Time::from_micros(f.chunks[newest as usize].meta().published_at_us);
-    let mut config = Config::viewer(2_000_000);
-    config.policy = Policy::Fjord;
-    let mut node = Node::new(config, 1, now);
-    node.handle(
-        now,
-        Input::Manifest {
-            from: None,
-            manifest: f.manifest.clone(),
-        },
-    );
+    let mut node = fjord_viewer(2_000_000, now);
     for (p, role) in [(0, Role::Origin), (1, Role::Viewer)] {
         node.handle(
             now,

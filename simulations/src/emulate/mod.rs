@@ -712,13 +712,13 @@ fn kill_set(class_of: &[usize], share: f64, seed: u64) -> Vec<usize> {
     let mut victims = Vec::new();
     for c in 0..classes {
         let mut members: Vec<usize> = (0..class_of.len()).filter(|&i| class_of[i] == c).collect();
-        let k = ((members.len() as f64) * share).round() as usize;
+        let k = (((members.len() as f64) * share).round() as usize).min(members.len());
         // A partial Fisher-Yates shuffle: the first k after it are a uniform draw.
-        for j in 0..k.min(members.len()) {
+        for j in 0..k {
             let pick = j + rng.below((members.len() - j) as u64) as usize;
             members.swap(j, pick);
         }
-        victims.extend_from_slice(&members[..k.min(members.len())]);
+        victims.extend_from_slice(&members[..k]);
     }
     victims.sort_unstable();
     victims
