@@ -8,7 +8,6 @@ use std::time::Duration;
 use common::{Origin, Viewer, wait_until};
 use fjord_node::mesh::{self, MeshConfig, Protocols};
 use fjord_node::report::{Report, SignedReport};
-use futures::StreamExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_origin_sees_every_viewer_and_refuses_forged_reports() {
@@ -45,7 +44,7 @@ async fn the_origin_sees_every_viewer_and_refuses_forged_reports() {
 
     // A report signed by one key that claims to come from another node.
     let keypair = libp2p::identity::Keypair::generate_ed25519();
-    let mut swarm = mesh::build(
+    let swarm = mesh::build(
         keypair.clone(),
         &MeshConfig {
             mdns: false,
@@ -56,12 +55,7 @@ async fn the_origin_sees_every_viewer_and_refuses_forged_reports() {
     let mut control = swarm.behaviour().streams.new_control();
     let addr: libp2p::Multiaddr = boot.parse().unwrap();
     let origin_peer = mesh::peer_of(&addr).unwrap();
-    swarm.dial(addr).unwrap();
-    tokio::spawn(async move {
-        loop {
-            swarm.select_next_some().await;
-        }
-    });
+    let _closed = common::connect(swarm, addr).await;
     let impostor = libp2p::identity::Keypair::generate_ed25519();
     let forged = Report {
         peer: behind_seed.peer_id.clone(),
@@ -78,9 +72,10 @@ async fn the_origin_sees_every_viewer_and_refuses_forged_reports() {
         addresses: None,
     };
     let refused_before = origin.node.audience().unwrap().refused;
-    let mut s = control
-        .open_stream(origin_peer, Protocols::for_channel(&channel).report)
+    let open = control.open_stream(origin_peer, Protocols::for_channel(&channel).report);
+    let mut s = tokio::time::timeout(Duration::from_secs(10), open)
         .await
+        .expect("a report stream within 10 s")
         .unwrap();
     futures::AsyncWriteExt::write_all(&mut s, &SignedReport::sign(&forged, &impostor).encode())
         .await

@@ -13,7 +13,6 @@ use fjord_node::framing;
 use fjord_node::mesh::{self, MeshConfig, Protocols};
 use futures::StreamExt;
 use libp2p::Multiaddr;
-use libp2p::swarm::SwarmEvent;
 use tokio::sync::mpsc;
 
 const FORGED_SEQ: u64 = 1_000_000;
@@ -30,22 +29,10 @@ async fn attack(
         mdns: false,
         ..MeshConfig::default()
     };
-    let mut swarm = mesh::build(keypair, &config).unwrap();
+    let swarm = mesh::build(keypair, &config).unwrap();
     let addr: Multiaddr = target.listen.parse().unwrap();
     let peer = mesh::peer_of(&addr).unwrap();
     let mut control = swarm.behaviour().streams.new_control();
-    swarm.dial(addr).unwrap();
-    let (closed_tx, closed_rx) = mpsc::channel(1);
-    tokio::spawn(async move {
-        loop {
-            if let SwarmEvent::ConnectionClosed {
-                num_established: 0, ..
-            } = swarm.select_next_some().await
-            {
-                let _ = closed_tx.send(()).await;
-            }
-        }
-    });
     let protocols = Protocols::for_channel(channel);
     // Take the target's streams to us (a neighbour must), and ignore what comes on them.
     for p in [protocols.control.clone(), protocols.data.clone()] {
@@ -59,37 +46,59 @@ async fn attack(
             }
         });
     }
-    let mut ctl = control
-        .open_stream(peer, protocols.control.clone())
+    let closed = common::connect(swarm, addr).await;
+    let mut ctl = within(
+        "the control stream",
+        control.open_stream(peer, protocols.control.clone()),
+    )
+    .await
+    .unwrap();
+    let mut data = within("the data stream", control.open_stream(peer, protocols.data))
         .await
         .unwrap();
-    let mut data = control.open_stream(peer, protocols.data).await.unwrap();
     let preamble = framing::Preamble { nonce: 1, echo: 0 };
-    preamble.write(&mut ctl).await.unwrap();
-    preamble.write(&mut data).await.unwrap();
+    within("the control preamble", preamble.write(&mut ctl))
+        .await
+        .unwrap();
+    within("the data preamble", preamble.write(&mut data))
+        .await
+        .unwrap();
     let hello = Frame::Control(Control::Hello(Hello {
         version: PROTOCOL_VERSION,
         role: Role::Viewer,
         upload_bps: 10_000_000,
     }))
     .encode();
-    framing::write_frame(&mut ctl, &hello).await.unwrap();
+    within("the hello", framing::write_frame(&mut ctl, &hello))
+        .await
+        .unwrap();
     let mut frames = Vec::new();
     payload(&mut frames);
     for (on_data, bytes) in frames {
         let stream = if on_data { &mut data } else { &mut ctl };
         // The target may hang up half-way through: that is the point.
-        if futures::AsyncWriteExt::write_all(stream, &bytes)
-            .await
-            .is_err()
-        {
+        let sent = tokio::time::timeout(STEP_TIMEOUT, async {
+            futures::AsyncWriteExt::write_all(stream, &bytes).await?;
+            futures::AsyncWriteExt::flush(stream).await
+        })
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
             break;
         }
-        let _ = futures::AsyncWriteExt::flush(stream).await;
     }
     // Keep the streams open until the target closes the connection.
     std::mem::forget((ctl, data));
-    closed_rx
+    closed
+}
+
+/// How long one step of the attack may take before the test fails instead of hanging.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Awaits `step`, panicking with its name when it takes longer than [`STEP_TIMEOUT`].
+async fn within<T>(step: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(STEP_TIMEOUT, future)
+        .await
+        .unwrap_or_else(|_| panic!("{step} took longer than {STEP_TIMEOUT:?}"))
 }
 
 fn framed(kind_and_body: &[u8]) -> Bytes {

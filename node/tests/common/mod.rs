@@ -180,3 +180,43 @@ pub fn percentile(values: &mut [f64], q: f64) -> f64 {
     values.sort_by(f64::total_cmp);
     values[((values.len() - 1) as f64 * q).round() as usize]
 }
+
+/// Dials `addr` with a test's own swarm, drives the swarm on a task of its own, and returns
+/// once the connection stands, with a receiver that fires when the last connection closes.
+///
+/// Streams must be opened only after this: libp2p-stream 0.5.0-alpha dials again for a
+/// stream asked for before its behaviour has seen the connection, and when that dial's
+/// condition fails (we are connected by then) the stream waits forever.
+pub async fn connect(
+    mut swarm: libp2p::Swarm<fjord_node::mesh::Behaviour>,
+    addr: libp2p::Multiaddr,
+) -> tokio::sync::mpsc::Receiver<()> {
+    use futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+    swarm.dial(addr).unwrap();
+    let (closed_tx, closed_rx) = tokio::sync::mpsc::channel(1);
+    let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut connected_tx = Some(connected_tx);
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { .. } => {
+                    if let Some(tx) = connected_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                SwarmEvent::ConnectionClosed {
+                    num_established: 0, ..
+                } => {
+                    let _ = closed_tx.send(()).await;
+                }
+                _ => {}
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), connected_rx)
+        .await
+        .expect("connected within 10 s")
+        .unwrap();
+    closed_rx
+}
