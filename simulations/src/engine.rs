@@ -41,6 +41,8 @@ const REPLACE_DELAY: Duration = Duration::from_millis(500);
 #[derive(Clone, Copy, Debug)]
 enum Event {
     Publish(u32),
+    /// `FJORD_SIM_DEBUG` only: chunk `seq`'s deadline; why each eligible host missed it.
+    Audit(u32),
     Join(u32),
     Leave(u32),
     Timer {
@@ -155,6 +157,10 @@ pub struct Engine<'s> {
     hops: Vec<Vec<u8>>,
     got_at: Vec<Vec<Time>>,
     hop_stats: std::collections::BTreeMap<u8, (u64, f64, f64, f64)>,
+    /// `FJORD_SIM_DEBUG` only: hosts that missed a chunk, by what they knew of it then.
+    miss_reasons: std::collections::BTreeMap<String, u64>,
+    /// `FJORD_SIM_TRACE=<host>`: that host's control messages and chunks, on standard error.
+    trace: Option<u32>,
 }
 
 impl<'s> Engine<'s> {
@@ -210,6 +216,10 @@ impl<'s> Engine<'s> {
             hops: Vec::new(),
             got_at: Vec::new(),
             hop_stats: Default::default(),
+            miss_reasons: Default::default(),
+            trace: std::env::var("FJORD_SIM_TRACE")
+                .ok()
+                .and_then(|v| v.parse().ok()),
         })
     }
 
@@ -330,6 +340,9 @@ impl<'s> Engine<'s> {
                     1e3 * x / c
                 );
             }
+            for (reason, count) in &self.miss_reasons {
+                eprintln!("missed, at the deadline {reason}: {count}");
+            }
             eprintln!("hosts by number of parentless substreams (0..8): {orphans:?}");
             for (up, (sent, cap, count, on_time, eligible)) in by_class {
                 eprintln!(
@@ -437,6 +450,7 @@ impl<'s> Engine<'s> {
     fn dispatch(&mut self, event: Event, place_rng: &mut Rng) {
         match event {
             Event::Publish(seq) => self.publish(seq),
+            Event::Audit(seq) => self.audit(u64::from(seq)),
             Event::Join(id) => self.join(id),
             Event::Leave(id) => self.leave(id, place_rng),
             Event::Timer { host, generation } => {
@@ -448,6 +462,15 @@ impl<'s> Engine<'s> {
                 self.with_node(host, |n, now| n.handle_timeout(now));
             }
             Event::Control { to, from, msg } => {
+                if self.traced(from, to) {
+                    let up = |h: u32| self.hosts[h as usize].upload_bps / 1000;
+                    eprintln!(
+                        "{:.3} s: {from} ({} kbit/s) -> {to} ({} kbit/s): {msg:?}",
+                        self.secs(self.now),
+                        up(from),
+                        up(to)
+                    );
+                }
                 if self.alive(to) {
                     let peer = PeerId(u64::from(from));
                     self.with_node(to, |n, now| n.handle(now, Input::Control { peer, msg }));
@@ -527,6 +550,10 @@ impl<'s> Engine<'s> {
 
     fn publish(&mut self, seq: u32) {
         let s = u64::from(seq);
+        if self.debug {
+            let deadline = self.now + Duration::from_micros(self.latency_us);
+            self.queue.push(deadline, Event::Audit(seq));
+        }
         let meta = ChunkMeta {
             epoch: 1,
             track: 1,
@@ -871,8 +898,45 @@ impl<'s> Engine<'s> {
         out
     }
 
+    /// At chunk `seq`'s deadline: counts what each eligible host that lacks it knew of it.
+    fn audit(&mut self, seq: u64) {
+        for (i, h) in self.hosts.iter().enumerate().skip(1) {
+            let (lo, hi) = h.eligible;
+            let Some(n) = h.node.as_ref().filter(|_| (lo..=hi).contains(&seq)) else {
+                continue;
+            };
+            let state = n.debug_chunk_state(self.now, seq);
+            if state == "held" {
+                continue;
+            }
+            if self.trace == Some(i as u32) {
+                eprintln!("{:.3} s: missed chunk {seq}: {state}", self.secs(self.now));
+            }
+            *self.miss_reasons.entry(state).or_default() += 1;
+        }
+    }
+
+    /// Whether a message between these hosts is traced (`FJORD_SIM_TRACE`).
+    fn traced(&self, from: u32, to: u32) -> bool {
+        self.trace.is_some_and(|t| t == from || t == to)
+    }
+
+    /// Seconds since the simulation's epoch, for traces.
+    fn secs(&self, t: Time) -> f64 {
+        t.as_micros().saturating_sub(EPOCH_US) as f64 / 1e6
+    }
+
     fn send_chunk(&mut self, from: u32, to: u32, chunk: &Chunk) {
         let now = self.now;
+        if self.traced(from, to) {
+            let start = now.max(self.hosts[from as usize].uplink_free);
+            eprintln!(
+                "{:.3} s: {from} -> {to}: chunk {}, on the uplink at {:.3} s",
+                self.secs(now),
+                chunk.meta().sequence,
+                self.secs(start)
+            );
+        }
         let bytes = chunk.len();
         let ow = self.one_way(from, to);
         let up = self.hosts[from as usize].upload_bps;

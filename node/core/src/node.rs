@@ -426,6 +426,27 @@ impl Node {
         )
     }
 
+    /// Diagnostics (the simulator's miss audit): what this node knows of chunk `seq` at `now`,
+    /// as a short label: `held`, `no slot` (never heard of, or fallen out of the window),
+    /// `never heard`, `arriving`, `requested (asked K holders)`, or `nobody to ask (asked K)`.
+    pub fn debug_chunk_state(&self, now: Time, seq: u64) -> String {
+        let Some(s) = self.tracks.iter().find_map(|t| t.get(seq)) else {
+            return "no slot".into();
+        };
+        let asked = s.asked.count_ones();
+        if s.chunk.is_some() {
+            "held".into()
+        } else if s.heard_at.is_none() {
+            "never heard".into()
+        } else if s.incoming.is_some() {
+            "arriving".into()
+        } else if s.requested.is_some_and(|(_, until)| now < until) {
+            format!("requested (asked {asked} holders)")
+        } else {
+            format!("nobody to ask (asked {asked})")
+        }
+    }
+
     /// The next output to carry out, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()

@@ -747,3 +747,80 @@ fn a_newcomer_asks_at_once_for_live_chunks_and_never_the_origin() {
     let expected: BTreeSet<u64> = (newest + 1 - live_back..=newest).collect();
     assert_eq!(asked, expected);
 }
+
+/// A request that would wait more than two chunk durations in a holder's queue, and still
+/// have more than two to spare when served, is refused when the uplink first frees: its
+/// requester has time to ask an idle holder instead of waiting here and then asking a second
+/// one anyway (a duplicate). A queue within the cap is served whole.
+#[test]
+fn a_long_wait_with_slack_to_spare_is_refused_at_once() {
+    let f = fixture();
+    let chunk = f.chunks[100].clone();
+    // A copy takes 200 ms: four requests wait at most 400 ms, a fifth would wait 600.
+    let upload = chunk.len() as u64 * 8 * 5;
+    let copy = Duration::from_millis(200);
+    // Fresh: about 1.9 s of its 2 s target latency left.
+    let now = Time::from_micros(chunk.meta().published_at_us + 100_000);
+    let run = |requesters: u64| {
+        let mut node = fjord_viewer_with_peers(upload, now);
+        for p in 0..PEERS {
+            // Not newcomers (their first chunk would go first): each holds an old chunk.
+            let msg = Control::Have(Harness::id(98));
+            node.handle(
+                now,
+                Input::Control {
+                    peer: PeerId(p),
+                    msg,
+                },
+            );
+        }
+        node.handle(
+            now,
+            Input::Chunk {
+                from: None,
+                chunk: chunk.clone(),
+            },
+        );
+        while node.poll_output().is_some() {}
+        for p in 0..requesters {
+            node.handle(
+                now,
+                Input::Control {
+                    peer: PeerId(p),
+                    msg: Control::Request(Harness::id(100)),
+                },
+            );
+        }
+        let (mut served, mut refused) = (0, Vec::new());
+        let mut t = now;
+        while t < now + Duration::from_millis(1500) {
+            while let Some(out) = node.poll_output() {
+                match out {
+                    Output::Control {
+                        msg: Control::Cancel(c),
+                        ..
+                    } if c == Harness::id(100) => refused.push(t),
+                    Output::Chunk { chunk, .. } if chunk.meta().id() == Harness::id(100) => {
+                        served += 1;
+                    }
+                    _ => {}
+                }
+            }
+            t = t + Duration::from_millis(1);
+            node.handle_timeout(t);
+        }
+        (served, refused)
+    };
+    let (served, refused) = run(4);
+    assert_eq!((served, refused.len()), (4, 0), "a queue within the cap");
+    let (served, refused) = run(PEERS);
+    assert_eq!(served, 4, "the queue within the cap is served");
+    assert_eq!(refused.len() as u64, PEERS - 4, "the rest is refused");
+    for at in refused {
+        assert!(
+            at <= now + copy + Duration::from_millis(2),
+            "refused {:?} after the requests, not when the uplink first freed",
+            at.saturating_since(now)
+        );
+    }
+}
