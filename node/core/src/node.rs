@@ -312,6 +312,9 @@ pub struct Node {
     pub(crate) origins: u64,
     /// The scheduler's projection of the request queue, kept to reuse its allocation.
     pub(crate) projection: Vec<crate::scheduler::Projected>,
+    /// The origin's uplink time banked for newcomers' first chunks, and when it was last
+    /// topped up (see [`crate::scheduler`]).
+    pub(crate) newcomer_credit: (Duration, Time),
     /// Per substream, the newest chunk held and its publication time.
     pub(crate) newest: [Option<(u64, Time)>; SUBSTREAMS],
     /// Per substream, the neighbour slots subscribed to it from us.
@@ -347,6 +350,7 @@ impl Node {
             spreaders: 0,
             origins: 0,
             projection: Vec::new(),
+            newcomer_credit: (Duration::ZERO, now),
             next_status: now,
             pending_connects: Vec::new(),
             uplink_free_at: now,

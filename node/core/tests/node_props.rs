@@ -824,3 +824,70 @@ fn a_long_wait_with_slack_to_spare_is_refused_at_once() {
         );
     }
 }
+
+/// The origin's next push goes to a newcomer (a greeted neighbour holding nothing yet), however
+/// little it uploads, while its budget for newcomers lasts; with the budget empty (an origin
+/// just started) its pushes follow their usual draw by onward value.
+#[test]
+fn the_origin_pushes_a_newcomer_its_first_chunk_within_a_budget() {
+    let f = fixture();
+    let chunk = f.chunks[100].clone();
+    let published = Time::from_micros(chunk.meta().published_at_us);
+    let newcomer = PeerId(PEERS - 1);
+    // The peer that gets the origin's first push, for an origin started at `start`.
+    let first_push = |seed: u64, start: Time| {
+        let mut config = Config::origin(4_000_000);
+        config.policy = Policy::Fjord;
+        let mut node = Node::new(config, seed, start);
+        node.handle(
+            start,
+            Input::Manifest {
+                from: None,
+                manifest: f.manifest.clone(),
+            },
+        );
+        for p in 0..PEERS {
+            let peer = PeerId(p);
+            node.handle(
+                start,
+                Input::PeerUp {
+                    peer,
+                    outbound: false,
+                    rtt: Some(Duration::from_millis(40)),
+                },
+            );
+            let upload_bps = if peer == newcomer { 100_000 } else { 10_000_000 };
+            let hello = Control::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                role: Role::Viewer,
+                upload_bps,
+            });
+            node.handle(start, Input::Control { peer, msg: hello });
+            if peer != newcomer {
+                let msg = Control::Have(Harness::id(98));
+                node.handle(start, Input::Control { peer, msg });
+            }
+        }
+        while node.poll_output().is_some() {}
+        node.handle(
+            published,
+            Input::Chunk {
+                from: None,
+                chunk: chunk.clone(),
+            },
+        );
+        std::iter::from_fn(|| node.poll_output()).find_map(|o| match o {
+            Output::Chunk { peer, .. } => Some(peer),
+            _ => None,
+        })
+    };
+    let seeds = 0..20u64;
+    let running = published - Duration::from_secs(5);
+    for seed in seeds.clone() {
+        assert_eq!(first_push(seed, running), Some(newcomer), "seed {seed}");
+    }
+    let fresh = seeds
+        .filter(|&seed| first_push(seed, published) == Some(newcomer))
+        .count();
+    assert!(fresh < 5, "with no budget the newcomer got {fresh} of 20 first pushes");
+}

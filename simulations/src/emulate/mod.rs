@@ -505,7 +505,16 @@ async fn run_inner(
     for p in nodes.iter().flatten() {
         let Some(s) = &p.last else { continue };
         if let Some(first) = s.counters.first_chunk_us {
-            startups.push(first.saturating_sub(p.started_us) as f64 / 1000.0);
+            let ms = first.saturating_sub(p.started_us) as f64 / 1000.0;
+            if opts.verbose {
+                eprintln!(
+                    "emulate: node {} ({:.2} Mbit/s up): first chunk {ms:.0} ms after its start (wall clock {} µs)",
+                    p.host,
+                    links[p.host].up_bps as f64 / 1e6,
+                    p.started_us
+                );
+            }
+            startups.push(ms);
         }
         if !p.alive {
             continue;
