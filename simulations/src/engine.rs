@@ -3,7 +3,8 @@
 //!
 //! Each event hands one input to one node, then carries out that node's outputs: a control
 //! message or manifest arrives one one-way delay later; a chunk occupies the sender's uplink
-//! (first in, first out, at its upload rate) and the receiver's downlink, arrives first as a
+//! (first in, first out, at its upload rate) and its bytes' share of the receiver's downlink
+//! (which carries the bytes of all transfers to it in turn, at its rate), arrives first as a
 //! header (`ChunkIncoming`) and then whole; loss adds a retransmission round trip. Timers are
 //! events too: after every input the node's `poll_timeout` is (re)scheduled, stale timers being
 //! skipped by generation. Chunks are signed once, by the real channel key, and shared by all
@@ -590,6 +591,9 @@ impl<'s> Engine<'s> {
     }
 
     fn join(&mut self, id: u32) {
+        if self.trace == Some(id) {
+            eprintln!("{:.3} s: {id} joins", self.secs(self.now));
+        }
         let up = self.hosts[id as usize].upload_bps;
         let config = self.config(false, up);
         let seed = self.rng.next_u64();
@@ -863,6 +867,9 @@ impl<'s> Engine<'s> {
             }
             Output::Connect(peer) => {
                 let to = peer.0 as u32;
+                if self.traced(id, to) {
+                    eprintln!("{:.3} s: {id} connects to {to}", self.secs(now));
+                }
                 let rtt = self.one_way(id, to) * 2;
                 self.queue
                     .push(now + rtt, Event::Connected { from: id, to });
@@ -945,9 +952,14 @@ impl<'s> Engine<'s> {
         self.hosts[from as usize].uplink_free = end;
         let first_byte = start + ow;
         let down = self.hosts[to as usize].download_bps;
+        // The downlink carries these bytes at its rate once it has carried earlier ones: it is
+        // busy for their share of its capacity, not for the whole transfer, which a slower
+        // sender stretches. (Until session 6 it stayed busy until the transfer completed, so a
+        // chunk from a 0.3x sender, 833 ms long, held back every other chunk to that host.)
         let dl_start = first_byte.max(self.hosts[to as usize].downlink_free);
-        let mut done = (end + ow).max(dl_start + transmission_time(bytes, down));
-        self.hosts[to as usize].downlink_free = done;
+        let dl_done = dl_start + transmission_time(bytes, down);
+        self.hosts[to as usize].downlink_free = dl_done;
+        let mut done = (end + ow).max(dl_done);
         done = done + self.net.loss_delay(bytes, ow * 2, &mut self.rng);
         let transfer = self.next_transfer;
         self.next_transfer += 1;
@@ -992,9 +1004,11 @@ impl<'s> Engine<'s> {
         if !h.first_delivery {
             h.first_delivery = true;
             if h.joined >= self.warmup {
-                self.metrics
-                    .startup_us
-                    .push(now.saturating_since(h.joined).as_micros() as u64);
+                let startup = now.saturating_since(h.joined);
+                if self.debug {
+                    eprintln!("start-up of host {id}: {} ms", startup.as_millis());
+                }
+                self.metrics.startup_us.push(startup.as_micros() as u64);
             }
         }
         let (lo, hi) = h.eligible;
