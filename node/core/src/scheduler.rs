@@ -36,7 +36,8 @@
 //!   more than two chunk durations and still have more than two to spare when served: its
 //!   requester has time to find an idle holder, and would otherwise ask a second holder while
 //!   this one is still queued (its hedge, see [`crate::repair`]), so that one of the two copies
-//!   is a duplicate. Simulator, 60 s, 3 seeds (10,000 peers: 2): duplicates from 17% to 4.7%
+//!   is a duplicate. Simulator (before its downlink fix of the same session), 60 s, 3 seeds
+//!   (10,000 peers: 2): duplicates from 17% to 4.7%
 //!   of stream bytes on `emu30` at 80% of its links, continuity from 99.51% to 99.92% there,
 //!   98.86% to 99.13% / 96.36% to 96.36% / 91.66% to 91.13% on `ri12` at N = 100 / 1,000 /
 //!   10,000, and 98.00% to 98.08% / 92.55% to 92.64% with churn at 100 / 1,000. (Without the
@@ -49,11 +50,12 @@
 //! within a budget of a quarter of the origin's upload (a second's worth banked): the origin
 //! is every newcomer's first link where it is the bootstrap peer, and otherwise the newcomer
 //! waits for viewer neighbours and then for their queues. Emulator, `emu30`: start-up
-//! p50 / p95 / max from 575-912 / 1093-1609 / 1631-2039 ms (3 runs) to 439 / 1154 / 1257 ms; the
-//! rest of the p95 is before the first link (the late joiners' processes start on a machine
-//! already busy with 25 nodes, and send their first Hello 370-670 ms after starting, the early
-//! ones 130-180 ms). Simulator, `ri12-churn`, N = 1,000: continuity 92.64% -> 92.58%, start-up
-//! p50 / p95 449 / 682 -> 445 / 655 ms (3 seeds): the origin's neighbours turn over little.
+//! p50 / p95 / max from 575-912 / 1093-1609 / 1631-2039 ms (3 runs) to 398-439 / 672-1154 /
+//! 861-1257 ms (4 runs); the rest of the p95 is before the first link (the late joiners'
+//! processes start on a machine already busy with 25 nodes, and send their first Hello
+//! 370-670 ms after starting, the early ones 130-180 ms). Simulator (before its downlink fix),
+//! `ri12-churn`, N = 1,000: continuity 92.64% -> 92.58%, start-up p50 / p95 449 / 682 ->
+//! 445 / 655 ms (3 seeds): the origin's neighbours turn over little.
 //! (Drawing among spreaders only, or in proportion to the cube of the onward value, moved
 //! continuity by -0.4 to +1.2 points over three seeds at N = 100 and 1,000: within the noise,
 //! so not taken.)

@@ -856,7 +856,11 @@ fn the_origin_pushes_a_newcomer_its_first_chunk_within_a_budget() {
                     rtt: Some(Duration::from_millis(40)),
                 },
             );
-            let upload_bps = if peer == newcomer { 100_000 } else { 10_000_000 };
+            let upload_bps = if peer == newcomer {
+                100_000
+            } else {
+                10_000_000
+            };
             let hello = Control::Hello(Hello {
                 version: PROTOCOL_VERSION,
                 role: Role::Viewer,
@@ -889,5 +893,8 @@ fn the_origin_pushes_a_newcomer_its_first_chunk_within_a_budget() {
     let fresh = seeds
         .filter(|&seed| first_push(seed, published) == Some(newcomer))
         .count();
-    assert!(fresh < 5, "with no budget the newcomer got {fresh} of 20 first pushes");
+    assert!(
+        fresh < 5,
+        "with no budget the newcomer got {fresh} of 20 first pushes"
+    );
 }
