@@ -430,24 +430,31 @@ impl Node {
         )
     }
 
-    /// Diagnostics (the simulator's miss audit): what this node knows of chunk `seq` at `now`,
-    /// as a short label: `held`, `no slot` (never heard of, or fallen out of the window),
-    /// `never heard`, `arriving`, `requested (asked K holders)`, or `nobody to ask (asked K)`.
+    /// Diagnostics (the simulator's miss audit): what this node knows of chunk `seq` (of the
+    /// first track that describes it; the simulator has one) at `now`, as a short label:
+    /// `held`; `no slot` (never announced to it, or fallen out of the window); `never heard`;
+    /// `arriving` (a copy under way and still expected); `requested (asked K holders)` (the
+    /// last request still pending); `holders not asked yet (asked K)` (waiting for its patience
+    /// or its next repair pass); `all holders asked (asked K)` (every neighbour known to hold it
+    /// was asked, and none is sending it).
     pub fn debug_chunk_state(&self, now: Time, seq: u64) -> String {
         let Some(s) = self.tracks.iter().find_map(|t| t.get(seq)) else {
             return "no slot".into();
         };
         let asked = s.asked.count_ones();
+        let unasked = s.known & self.neighbours.active() & !s.asked & !self.origins;
         if s.chunk.is_some() {
             "held".into()
         } else if s.heard_at.is_none() {
             "never heard".into()
-        } else if s.incoming.is_some() {
+        } else if s.incoming.is_some_and(|(_, until)| now < until) {
             "arriving".into()
         } else if s.requested.is_some_and(|(_, until)| now < until) {
             format!("requested (asked {asked} holders)")
+        } else if unasked != 0 {
+            format!("holders not asked yet (asked {asked})")
         } else {
-            format!("nobody to ask (asked {asked})")
+            format!("all holders asked (asked {asked})")
         }
     }
 

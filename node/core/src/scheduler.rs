@@ -416,13 +416,14 @@ impl Node {
 
     /// The origin's push of a newcomer's first chunk: a greeted neighbour among `eligible` that
     /// holds nothing yet, if the budget for newcomers pays for sending `bytes` now. The budget
-    /// accrues [`NEWCOMER_SHARE`] of the uplink's time and banks at most a second's accrual.
+    /// accrues [`NEWCOMER_SHARE`] of the uplink's time and banks at most a second's accrual,
+    /// or one chunk's transmission if that is more (else a slow origin would never pay).
     fn newcomer_first(&mut self, now: Time, eligible: u64, bytes: usize) -> Option<usize> {
         let (credit, at) = self.newcomer_credit;
-        let bank = Duration::from_secs(1).mul_f64(NEWCOMER_SHARE);
+        let cost = transmission_time(bytes, self.config.upload_bps);
+        let bank = Duration::from_secs(1).mul_f64(NEWCOMER_SHARE).max(cost);
         let credit = (credit + now.saturating_since(at).mul_f64(NEWCOMER_SHARE)).min(bank);
         self.newcomer_credit = (credit, now);
-        let cost = transmission_time(bytes, self.config.upload_bps);
         if cost > credit {
             return None;
         }

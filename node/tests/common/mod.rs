@@ -208,7 +208,8 @@ pub async fn connect(
                 SwarmEvent::ConnectionClosed {
                     num_established: 0, ..
                 } => {
-                    let _ = closed_tx.send(()).await;
+                    // Never block the task that drives the swarm on a reader that is not there.
+                    let _ = closed_tx.try_send(());
                 }
                 _ => {}
             }
