@@ -469,6 +469,33 @@ fn fjord_viewer_with_peers(upload: u64, now: Time) -> Node {
     node
 }
 
+/// [`fjord_viewer_with_peers`] holding `chunks`, its neighbours no newcomers (each announced
+/// an old chunk, so none has its first chunk served first), its outputs so far drained.
+fn fjord_holder(upload: u64, now: Time, chunks: &[Chunk]) -> Node {
+    let mut node = fjord_viewer_with_peers(upload, now);
+    for p in 0..PEERS {
+        let msg = Control::Have(Harness::id(98));
+        node.handle(
+            now,
+            Input::Control {
+                peer: PeerId(p),
+                msg,
+            },
+        );
+    }
+    for chunk in chunks {
+        node.handle(
+            now,
+            Input::Chunk {
+                from: None,
+                chunk: chunk.clone(),
+            },
+        );
+    }
+    while node.poll_output().is_some() {}
+    node
+}
+
 /// Admission by deadline: a Fjord viewer holding a chunk with little slack left takes as many
 /// requests for it as it can serve in time (the one on its uplink counts) and refuses the rest
 /// with `Cancel` at once, so those requesters can ask another holder while there is time.
@@ -613,33 +640,7 @@ fn an_overtaken_request_is_refused_as_soon_as_it_cannot_be_served() {
     let copy = Duration::from_micros((newer.len() as u64 * 8 * 1_000_000).div_ceil(upload));
     // 120 ms left for the older chunk: it fits behind one copy, not behind four.
     let now = Time::from_micros(older.meta().published_at_us + LATENCY_US - 120_000);
-    let mut node = fjord_viewer_with_peers(upload, now);
-    for p in 0..PEERS {
-        // Not newcomers: each holds an old chunk.
-        let msg = Control::Have(Harness::id(98));
-        node.handle(
-            now,
-            Input::Control {
-                peer: PeerId(p),
-                msg,
-            },
-        );
-    }
-    node.handle(
-        now,
-        Input::Chunk {
-            from: None,
-            chunk: older,
-        },
-    );
-    node.handle(
-        now,
-        Input::Chunk {
-            from: None,
-            chunk: newer,
-        },
-    );
-    while node.poll_output().is_some() {}
+    let mut node = fjord_holder(upload, now, &[older, newer]);
     let request = |node: &mut Node, p: u64, seq: u64| {
         node.handle(
             now,
@@ -762,26 +763,7 @@ fn a_long_wait_with_slack_to_spare_is_refused_at_once() {
     // Fresh: about 1.9 s of its 2 s target latency left.
     let now = Time::from_micros(chunk.meta().published_at_us + 100_000);
     let run = |requesters: u64| {
-        let mut node = fjord_viewer_with_peers(upload, now);
-        for p in 0..PEERS {
-            // Not newcomers (their first chunk would go first): each holds an old chunk.
-            let msg = Control::Have(Harness::id(98));
-            node.handle(
-                now,
-                Input::Control {
-                    peer: PeerId(p),
-                    msg,
-                },
-            );
-        }
-        node.handle(
-            now,
-            Input::Chunk {
-                from: None,
-                chunk: chunk.clone(),
-            },
-        );
-        while node.poll_output().is_some() {}
+        let mut node = fjord_holder(upload, now, std::slice::from_ref(&chunk));
         for p in 0..requesters {
             node.handle(
                 now,
