@@ -399,11 +399,7 @@ impl Node {
                 }
             }
         }
-        let (_, t, seq, eligible) = best?;
-        let bytes = self.tracks[t]
-            .get(seq)
-            .and_then(|s| s.chunk.as_ref())
-            .map_or(0, |c| c.len());
+        let ((_, _, std::cmp::Reverse(bytes)), t, seq, eligible) = best?;
         if let Some(j) = self.newcomer_first(now, eligible, bytes) {
             return Some((j, t, seq));
         }
