@@ -158,6 +158,8 @@ pub struct Engine<'s> {
     hops: Vec<Vec<u8>>,
     got_at: Vec<Vec<Time>>,
     hop_stats: std::collections::BTreeMap<u8, (u64, f64, f64, f64)>,
+    /// Debug only: the delays of eligible chunks per upload class (bps).
+    class_delays: std::collections::BTreeMap<u64, Metrics>,
     /// `FJORD_SIM_DEBUG` only: hosts that missed a chunk, by what they knew of it then.
     miss_reasons: std::collections::BTreeMap<String, u64>,
     /// `FJORD_SIM_TRACE=<host>`: that host's control messages and chunks, on standard error.
@@ -217,6 +219,7 @@ impl<'s> Engine<'s> {
             hops: Vec::new(),
             got_at: Vec::new(),
             hop_stats: Default::default(),
+            class_delays: Default::default(),
             miss_reasons: Default::default(),
             trace: std::env::var("FJORD_SIM_TRACE")
                 .ok()
@@ -350,10 +353,18 @@ impl<'s> Engine<'s> {
             }
             eprintln!("hosts by number of parentless substreams (0..8): {orphans:?}");
             for (up, (sent, cap, count, on_time, eligible)) in by_class {
+                let q = |q: f64| {
+                    self.class_delays
+                        .get(&up)
+                        .and_then(|m| m.delay_quantile_ms(q))
+                        .unwrap_or(f64::NAN)
+                };
                 eprintln!(
-                    "class {up}: {count} hosts, uplink use {:.1}%, continuity {:.2}%",
+                    "class {up}: {count} hosts, uplink use {:.1}%, continuity {:.2}%, delay p50 / p95 {:.0} / {:.0} ms",
                     100.0 * sent / cap,
-                    100.0 * on_time as f64 / eligible.max(1) as f64
+                    100.0 * on_time as f64 / eligible.max(1) as f64,
+                    q(0.5),
+                    q(0.95)
                 );
             }
             for h in self.hosts.iter().take(12) {
@@ -1022,6 +1033,14 @@ impl<'s> Engine<'s> {
                 h.on_time += 1;
             }
             self.metrics.delivered(seq, delay, on_time);
+            if self.debug {
+                let (up, chunks, bytes) =
+                    (h.upload_bps, self.total_chunks, self.metrics.chunk_bytes);
+                self.class_delays
+                    .entry(up)
+                    .or_insert_with(|| Metrics::new(chunks as usize, bytes))
+                    .delivered(seq, delay, on_time);
+            }
         }
     }
 }

@@ -148,6 +148,10 @@ impl Neighbour {
 #[derive(Debug, Default)]
 pub(crate) struct Neighbours {
     slots: Vec<Option<Neighbour>>,
+    /// The peer in each slot, beside the slots: finding a peer's slot is done for every
+    /// message, and scanning these few bytes instead of whole neighbours was most of the
+    /// time of handling one in the simulator.
+    peers: Vec<Option<PeerId>>,
     /// Bit per slot: occupied and its Hello received.
     active: u64,
 }
@@ -158,9 +162,7 @@ impl Neighbours {
     }
 
     pub(crate) fn slot_of(&self, peer: PeerId) -> Option<usize> {
-        self.slots
-            .iter()
-            .position(|s| s.as_ref().is_some_and(|n| n.peer == peer))
+        self.peers.iter().position(|p| *p == Some(peer))
     }
 
     pub(crate) fn get(&self, slot: usize) -> Option<&Neighbour> {
@@ -182,16 +184,21 @@ impl Neighbours {
             Some(i) => i,
             None if self.slots.len() < MAX_SLOTS => {
                 self.slots.push(None);
+                self.peers.push(None);
                 self.slots.len() - 1
             }
             None => return None,
         };
+        self.peers[slot] = Some(n.peer);
         self.slots[slot] = Some(n);
         Some(slot)
     }
 
     pub(crate) fn remove(&mut self, slot: usize) -> Option<Neighbour> {
         self.active &= !(1u64 << slot);
+        if let Some(p) = self.peers.get_mut(slot) {
+            *p = None;
+        }
         self.slots.get_mut(slot).and_then(Option::take)
     }
 
