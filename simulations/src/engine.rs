@@ -46,6 +46,8 @@ enum Event {
     Audit(u32),
     Join(u32),
     Leave(u32),
+    /// The scenario's mass kill.
+    Kill,
     Timer {
         host: u32,
         generation: u32,
@@ -94,6 +96,8 @@ struct Transfer {
 struct Host {
     node: Option<Node>,
     place: Place,
+    /// Index of its upload class (`usize::MAX` for the origin).
+    class: usize,
     upload_bps: u64,
     download_bps: u64,
     uplink_free: Time,
@@ -274,6 +278,10 @@ impl<'s> Engine<'s> {
             self.queue.push(at, Event::Join(id));
         }
         self.queue.push(self.now, Event::Publish(0));
+        if let Some(at) = self.sc.kill.at_s {
+            self.queue
+                .push(self.now + Duration::from_secs_f64(at), Event::Kill);
+        }
         let mut last_report = self.now;
         while let Some((at, event)) = self.queue.pop() {
             if at > self.end {
@@ -391,7 +399,8 @@ impl<'s> Engine<'s> {
 
     /// Draws a viewer's class and place and registers it (not yet joined).
     fn new_host(&mut self, place_rng: &mut Rng) -> u32 {
-        let class = &self.sc.classes[self.deck.deal(place_rng)];
+        let class_index = self.deck.deal(place_rng);
+        let class = &self.sc.classes[class_index];
         let r = self.stream_bps() as f64;
         let (up, down) = ((class.upload * r) as u64, (class.download * r) as u64);
         let index = self.hosts.len();
@@ -405,6 +414,7 @@ impl<'s> Engine<'s> {
         });
         let id = self.add_host(place, up, down);
         self.hosts[id as usize].session = session;
+        self.hosts[id as usize].class = class_index;
         id
     }
 
@@ -412,6 +422,7 @@ impl<'s> Engine<'s> {
         self.hosts.push(Host {
             node: None,
             place,
+            class: usize::MAX,
             upload_bps: up,
             download_bps: down,
             uplink_free: self.now,
@@ -469,6 +480,7 @@ impl<'s> Engine<'s> {
             Event::Audit(seq) => self.audit(u64::from(seq)),
             Event::Join(id) => self.join(id),
             Event::Leave(id) => self.leave(id, place_rng),
+            Event::Kill => self.kill(),
             Event::Timer { host, generation } => {
                 let h = &mut self.hosts[host as usize];
                 if h.generation != generation || h.node.is_none() {
@@ -668,6 +680,66 @@ impl<'s> Engine<'s> {
         let newcomer = self.new_host(place_rng);
         self.queue
             .push(self.now + REPLACE_DELAY, Event::Join(newcomer));
+    }
+
+    /// The scenario's mass kill: a share of the initial viewers crash at once (the same
+    /// victims as the emulator's for the same scenario), none replaced. Their neighbours notice
+    /// after `detect_s`, as real nodes do at their QUIC idle timeout.
+    fn kill(&mut self) {
+        let k = &self.sc.kill;
+        let initial: Vec<u32> = (1..=self.sc.peers as u32).collect();
+        let victims: Vec<u32> = if k.oldest {
+            let n = ((initial.len() as f64) * k.share).round() as usize;
+            initial[..n.min(initial.len())].to_vec()
+        } else {
+            let class_of: Vec<usize> = initial
+                .iter()
+                .map(|&id| self.hosts[id as usize].class)
+                .collect();
+            crate::scenario::kill_set(&class_of, k.share, self.sc.seed)
+                .into_iter()
+                .map(|i| initial[i])
+                .collect()
+        };
+        let detect = Duration::from_secs_f64(k.detect_s);
+        let t0 = EPOCH_US;
+        // Published by now: what a victim may already hold.
+        let published_hi = self.now.as_micros().saturating_sub(t0) / self.chunk_us;
+        // Deadline passed by now: what it was still eligible for.
+        let due_hi = self.now.as_micros().saturating_sub(t0 + self.latency_us) / self.chunk_us;
+        for id in victims {
+            let Some(node) = self.hosts[id as usize].node.take() else {
+                continue;
+            };
+            // No longer eligible for chunks whose deadline is after its death, and those of
+            // them it already held are not counted as delivered either.
+            let (lo, hi) = self.hosts[id as usize].eligible;
+            let cut = (due_hi + 1).max(lo);
+            if lo <= hi && cut <= hi {
+                for seq in cut..=hi.min(published_hi) {
+                    let held = self
+                        .chunks
+                        .get(seq as usize)
+                        .and_then(|c| c.as_ref())
+                        .is_some_and(|c| node.has_chunk(c.id()));
+                    if held {
+                        self.metrics.retract_on_time(seq);
+                        let h = &mut self.hosts[id as usize];
+                        h.on_time = h.on_time.saturating_sub(1);
+                    }
+                }
+                self.metrics.retract_eligible(cut, hi);
+                self.hosts[id as usize].eligible = (lo, cut - 1);
+            }
+            self.set_live(id, false);
+            self.close_peer(id);
+            for peer in node.neighbours() {
+                let to = peer.0 as u32;
+                self.queue
+                    .push(self.now + detect, Event::PeerDown { to, from: id });
+            }
+            self.cancel_transfers(id, None);
+        }
     }
 
     /// Per-peer continuity, recorded when a peer leaves or the run ends.

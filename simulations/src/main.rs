@@ -37,6 +37,16 @@ struct Overrides {
     /// Override the seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Kill a share of the initial viewers at once, this many seconds after the start (as
+    /// `emulate --kill-at` does); their neighbours notice after the node's idle timeout.
+    #[arg(long)]
+    kill_at: Option<f64>,
+    /// Share of the viewers that --kill-at kills.
+    #[arg(long, requires = "kill_at")]
+    kill_share: Option<f64>,
+    /// Kill the first viewers to have joined instead of a random draw.
+    #[arg(long, requires = "kill_at")]
+    kill_oldest: bool,
 }
 
 #[derive(Subcommand)]
@@ -129,6 +139,13 @@ fn load(path: &Path, peers: Option<usize>, o: &Overrides) -> Result<Scenario> {
     if let Some(p) = &o.policies {
         sc.policies = p.clone();
     }
+    if o.kill_at.is_some() {
+        sc.kill.at_s = o.kill_at;
+        sc.kill.oldest = o.kill_oldest;
+    }
+    if let Some(k) = o.kill_share {
+        sc.kill.share = k;
+    }
     sc.validate()?;
     Ok(sc)
 }
@@ -151,6 +168,9 @@ fn run_all(sc: &Scenario, dir: &Path) -> Result<Vec<RunSummary>> {
             .with_context(|| format!("running {name} with N = {}", sc.peers))?;
         bar.finish_and_clear();
         print!("{}", report::table_row(&summary));
+        if let Some(line) = report::after_kill_line(&summary) {
+            println!("{line}");
+        }
         out.push(summary);
     }
     Ok(out)
@@ -196,6 +216,12 @@ fn main() -> Result<()> {
             }
             if let Some(d) = duration {
                 sc.duration_s = d;
+            }
+            // The prediction models the same kill.
+            if kill_at.is_some() {
+                sc.kill.at_s = kill_at;
+                sc.kill.share = kill_share;
+                sc.kill.oldest = kill_oldest;
             }
             sc.validate()?;
             let dir = scenario.parent().map(PathBuf::from).unwrap_or_default();

@@ -70,6 +70,23 @@ impl Metrics {
         self.eligible_diff[hi + 1] -= 1;
     }
 
+    /// A peer is no longer eligible for chunks `lo..=hi` (it was killed).
+    pub fn retract_eligible(&mut self, lo: u64, hi: u64) {
+        if lo > hi || lo as usize >= self.on_time.len() {
+            return;
+        }
+        let hi = (hi as usize).min(self.on_time.len() - 1);
+        self.eligible_diff[lo as usize] -= 1;
+        self.eligible_diff[hi + 1] += 1;
+    }
+
+    /// An on-time arrival of `seq` no longer counts (its peer is no longer eligible for it).
+    pub fn retract_on_time(&mut self, seq: u64) {
+        if let Some(c) = self.on_time.get_mut(seq as usize) {
+            *c = c.saturating_sub(1);
+        }
+    }
+
     /// An eligible chunk arrived `delay` after publication; `on_time` if before its deadline.
     pub fn delivered(&mut self, seq: u64, delay: Duration, on_time: bool) {
         let ms = (delay.as_millis() as usize).min(MAX_DELAY_MS);

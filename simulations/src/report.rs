@@ -51,6 +51,9 @@ pub struct RunSummary {
     pub cdf: Vec<(f64, f64)>,
     /// Continuity per chunk: (seconds since start, continuity).
     pub continuity_over_time: Vec<(f64, f64)>,
+    /// After the scenario's kill: the survivors' continuity per second of publication, from
+    /// the kill on, as the emulator reports it (empty without a kill).
+    pub after_kill: Vec<f64>,
 }
 
 impl RunSummary {
@@ -122,14 +125,66 @@ impl RunSummary {
             events: out.events,
             wall,
             cdf: m.delay_cdf(),
+            after_kill: after_kill(sc, &eligible, on_time),
             continuity_over_time,
         }
+    }
+
+    /// Seconds after the kill until the continuity stays at 99% or more.
+    pub fn recovery_s(&self) -> Option<f64> {
+        (!self.after_kill.is_empty())
+            .then(|| {
+                (0..self.after_kill.len())
+                    .find(|&i| self.after_kill[i..].iter().all(|c| *c >= 0.99))
+                    .map(|i| i as f64)
+            })
+            .flatten()
     }
 
     /// p99 delay over its lower bound.
     pub fn p99_ratio(&self) -> f64 {
         self.delay_ms[2] / self.bound_ms[1]
     }
+}
+
+/// The survivors' continuity per second of publication from the scenario's kill on.
+fn after_kill(sc: &Scenario, eligible: &[u64], on_time: &[u64]) -> Vec<f64> {
+    let Some(at) = sc.kill.at_s else {
+        return Vec::new();
+    };
+    let chunk_us = u64::from(sc.stream.chunk_ms.max(1)) * 1000;
+    let per_s = (1_000_000 / chunk_us).max(1) as usize;
+    let first = ((at * 1e6) as u64).div_ceil(chunk_us) as usize;
+    let last = eligible.iter().rposition(|&e| e > 0).map_or(0, |i| i + 1);
+    let mut out = Vec::new();
+    let mut s0 = first;
+    while s0 + per_s <= last {
+        let e: u64 = eligible[s0..s0 + per_s].iter().sum();
+        let o: u64 = on_time[s0..s0 + per_s].iter().sum();
+        out.push(o as f64 / e.max(1) as f64);
+        s0 += per_s;
+    }
+    out
+}
+
+/// A line on the recovery from the scenario's kill, if it had one.
+pub fn after_kill_line(s: &RunSummary) -> Option<String> {
+    if s.after_kill.is_empty() {
+        return None;
+    }
+    let per_s: Vec<String> = s
+        .after_kill
+        .iter()
+        .map(|c| format!("{:.1}", c * 100.0))
+        .collect();
+    let recovery = s
+        .recovery_s()
+        .map_or("never".to_string(), |r| format!("{r:.0} s"));
+    Some(format!(
+        "{} after the kill: back to 99% after {recovery}; continuity per second {}",
+        crate::policy_name(s.policy),
+        per_s.join(" ")
+    ))
 }
 
 /// Header of the summary table (Markdown).

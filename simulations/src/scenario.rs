@@ -35,6 +35,8 @@ pub struct Scenario {
     pub network: Network,
     /// Departures and arrivals during the run.
     pub churn: Churn,
+    /// A mass departure at one instant (issue 7's churn test).
+    pub kill: Kill,
     /// Settings of the nodes.
     pub node: NodeSettings,
     /// Policies to run side by side on the same scenario and seed.
@@ -157,6 +159,53 @@ pub struct Churn {
     pub crash_detect_s: f64,
 }
 
+/// A share of the viewers crashing at once, as the emulator's `--kill-at` does with SIGKILL:
+/// none is replaced, and their neighbours notice only after `detect_s`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Kill {
+    /// When, seconds after the start; no kill without it.
+    pub at_s: Option<f64>,
+    /// Share of the initial viewers killed, the same share of each upload class.
+    pub share: f64,
+    /// Kill the first viewers to have joined instead of a random draw.
+    pub oldest: bool,
+    /// How long neighbours take to notice, s: the node's QUIC idle timeout.
+    pub detect_s: f64,
+}
+
+impl Default for Kill {
+    fn default() -> Self {
+        Self {
+            at_s: None,
+            share: 0.3,
+            oldest: false,
+            detect_s: 2.0,
+        }
+    }
+}
+
+/// The viewers (indices into `class_of`, each viewer's upload class) that a kill of `share`
+/// takes: the same share of each class, rounded, drawn from `seed`. The emulator and the
+/// simulator draw the same victims for the same scenario.
+pub fn kill_set(class_of: &[usize], share: f64, seed: u64) -> Vec<usize> {
+    let mut rng = fjord_core::rng::Rng::new(seed ^ 0x0c1a_55e5);
+    let classes = class_of.iter().copied().max().map_or(0, |c| c + 1);
+    let mut victims = Vec::new();
+    for c in 0..classes {
+        let mut members: Vec<usize> = (0..class_of.len()).filter(|&i| class_of[i] == c).collect();
+        let k = (((members.len() as f64) * share).round() as usize).min(members.len());
+        // A partial Fisher-Yates shuffle: the first k after it are a uniform draw.
+        for j in 0..k {
+            let pick = j + rng.below((members.len() - j) as u64) as usize;
+            members.swap(j, pick);
+        }
+        victims.extend_from_slice(&members[..k]);
+    }
+    victims.sort_unstable();
+    victims
+}
+
 /// Node settings that scenarios may change.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -191,6 +240,7 @@ impl Default for Scenario {
             }],
             network: Network::default(),
             churn: Churn::default(),
+            kill: Kill::default(),
             node: NodeSettings::default(),
             policies: vec!["fjord".into()],
         }
@@ -311,6 +361,14 @@ impl Scenario {
         }
         if !(0.0..0.5).contains(&self.network.loss) {
             return bad("loss must be in [0, 0.5)");
+        }
+        if let Some(at) = self.kill.at_s
+            && !(at >= 0.0 && at < self.duration_s)
+        {
+            return bad("kill.at_s must be within the run");
+        }
+        if !(0.0..=1.0).contains(&self.kill.share) || self.kill.detect_s < 0.0 {
+            return bad("kill.share must be in [0, 1] and kill.detect_s not negative");
         }
         if self.churn.enabled
             && (self.churn.weibull_shape <= 0.0 || self.churn.mean_session_s <= 0.0)

@@ -101,3 +101,33 @@ fn zero_repair_patience_runs_to_the_end() {
     let s = run_policy(&sc, "fjord");
     assert!(s.continuity > 0.9, "continuity {:.4}", s.continuity);
 }
+
+/// A mass kill: the survivors are measured per second from the kill on and recover, and a
+/// victim is not held to chunks due after its death (a kill of everyone leaves no chunk
+/// published after it eligible, and the continuity before it unharmed).
+#[test]
+fn a_mass_kill_is_measured_on_the_survivors() {
+    let mut sc = small();
+    sc.duration_s = 40.0;
+    sc.kill.at_s = Some(25.0);
+    sc.kill.share = 0.3;
+    let s = run_policy(&sc, "fjord");
+    // 15 s from the kill to the end, less the last target latency's chunks.
+    assert!(
+        (11..=15).contains(&s.after_kill.len()),
+        "{:?}",
+        s.after_kill
+    );
+    let last: Vec<f64> = s.after_kill[s.after_kill.len() - 5..].to_vec();
+    assert!(last.iter().all(|c| *c >= 0.99), "{:?}", s.after_kill);
+    assert!(
+        s.recovery_s().is_some_and(|r| r <= 10.0),
+        "{:?}",
+        s.after_kill
+    );
+
+    sc.kill.share = 1.0;
+    let all = run_policy(&sc, "fjord");
+    assert!(all.after_kill.is_empty(), "{:?}", all.after_kill);
+    assert!(all.continuity >= 0.99, "continuity {:.4}", all.continuity);
+}

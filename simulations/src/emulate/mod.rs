@@ -80,6 +80,10 @@ pub struct EmuReport {
     pub packets: [u64; 3],
     /// The simulator's prediction: continuity, delay p50/p95/p99 ms, origin egress.
     pub predicted: Option<(f64, [f64; 3], f64)>,
+    /// The simulator's prediction of `after_kill` (it kills the same nodes).
+    pub predicted_after_kill: Vec<f64>,
+    /// The simulator's prediction of `recovery_s`.
+    pub predicted_recovery_s: Option<f64>,
 }
 
 fn wall_us() -> u64 {
@@ -411,7 +415,7 @@ async fn run_inner(
             let victims = if opts.kill_oldest {
                 (0..((n as f64) * opts.kill_share).round() as usize).collect()
             } else {
-                kill_set(&class_of, opts.kill_share, sc.seed)
+                crate::scenario::kill_set(&class_of, opts.kill_share, sc.seed)
             };
             for &i in &victims {
                 if let Some(p) = nodes.get_mut(i).and_then(Option::as_mut) {
@@ -572,14 +576,22 @@ async fn run_inner(
             c.upload *= opts.upload_share;
         }
         let s = crate::run(&same, fjord_core::Policy::Fjord, dir, &mut |_| {})?;
-        Some((
-            s.continuity,
-            [s.delay_ms[0], s.delay_ms[1], s.delay_ms[2]],
-            s.origin_egress,
-        ))
+        Some(s)
     } else {
         None
     };
+    let predicted_after_kill = predicted
+        .as_ref()
+        .map(|s| s.after_kill.clone())
+        .unwrap_or_default();
+    let predicted_recovery_s = predicted.as_ref().and_then(|s| s.recovery_s());
+    let predicted = predicted.map(|s| {
+        (
+            s.continuity,
+            [s.delay_ms[0], s.delay_ms[1], s.delay_ms[2]],
+            s.origin_egress,
+        )
+    });
     let report = EmuReport {
         scenario: sc.name.clone(),
         nodes: n,
@@ -604,6 +616,8 @@ async fn run_inner(
             stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
         ],
         predicted,
+        predicted_after_kill,
+        predicted_recovery_s,
     };
     drop(nodes);
     drop(origin);
@@ -661,19 +675,31 @@ pub fn table(r: &EmuReport) -> String {
         r.startup_ms[0], r.startup_ms[1], r.startup_ms[2]
     );
     if !r.after_kill.is_empty() {
-        let _ = writeln!(
-            out,
-            "| after the kill: recovered to 99% after | {} | - |",
-            r.recovery_s.map_or("never".into(), |s| format!("{s:.0} s"))
-        );
-        let _ = writeln!(
-            out,
-            "| continuity per second after the kill | {} | - |",
-            r.after_kill
-                .iter()
+        let recovery = |s: Option<f64>| s.map_or("never".into(), |s| format!("{s:.0} s"));
+        let per_s = |v: &[f64]| {
+            if v.is_empty() {
+                return "-".to_string();
+            }
+            v.iter()
                 .map(|c| format!("{:.1}", c * 100.0))
                 .collect::<Vec<_>>()
                 .join(" ")
+        };
+        let _ = writeln!(
+            out,
+            "| after the kill: recovered to 99% after | {} | {} |",
+            recovery(r.recovery_s),
+            if r.predicted_after_kill.is_empty() {
+                "-".into()
+            } else {
+                recovery(r.predicted_recovery_s)
+            }
+        );
+        let _ = writeln!(
+            out,
+            "| continuity per second after the kill | {} | {} |",
+            per_s(&r.after_kill),
+            per_s(&r.predicted_after_kill)
         );
     }
     let _ = writeln!(
@@ -715,27 +741,9 @@ fn random_seed() -> [u8; 32] {
 /// The nodes to kill: `share` of each upload class (rounded), drawn at random with `seed`, so
 /// that the survivors keep the scenario's mix of uploads and the run measures recovery, not
 /// a smaller network. Returns node indices, ascending.
-fn kill_set(class_of: &[usize], share: f64, seed: u64) -> Vec<usize> {
-    let mut rng = Rng::new(seed ^ 0x0c1a_55e5);
-    let classes = class_of.iter().copied().max().map_or(0, |c| c + 1);
-    let mut victims = Vec::new();
-    for c in 0..classes {
-        let mut members: Vec<usize> = (0..class_of.len()).filter(|&i| class_of[i] == c).collect();
-        let k = (((members.len() as f64) * share).round() as usize).min(members.len());
-        // A partial Fisher-Yates shuffle: the first k after it are a uniform draw.
-        for j in 0..k {
-            let pick = j + rng.below((members.len() - j) as u64) as usize;
-            members.swap(j, pick);
-        }
-        victims.extend_from_slice(&members[..k]);
-    }
-    victims.sort_unstable();
-    victims
-}
-
 #[cfg(test)]
 mod kill_tests {
-    use super::kill_set;
+    use crate::scenario::kill_set;
 
     #[test]
     fn a_kill_takes_the_same_share_of_each_class() {
