@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::proto::Hello;
-use crate::time::Time;
+use crate::time::{Time, transmission_time};
 
 /// Most neighbour slots a node can have: the width of the per-chunk bit masks.
 pub const MAX_SLOTS: usize = 64;
@@ -28,7 +28,13 @@ pub(crate) struct InFlight {
     pub(crate) track: usize,
     pub(crate) seq: u64,
     pub(crate) bytes: usize,
+    /// When it was handed to the uplink.
+    pub(crate) sent_at: Time,
 }
+
+/// Beyond its expected acknowledgement (transmission plus two round trips), how long an
+/// unacknowledged chunk may wait before its receiver is taken for silent.
+pub const ACK_GRACE: Duration = Duration::from_millis(300);
 
 /// One neighbour.
 #[derive(Debug)]
@@ -125,6 +131,20 @@ impl Neighbour {
         }
         let bdp = (upload_bps as f64 / 8.0 * self.srtt.as_secs_f64()) as usize;
         self.in_flight_bytes + bytes <= bdp.max(bytes)
+    }
+
+    /// Whether it has left a chunk unacknowledged well past the time an acknowledgement takes
+    /// (sent at our `upload_bps`, then two round trips and [`ACK_GRACE`]): crashed, most
+    /// likely, though its link is not yet known to be down (that takes the transport's idle
+    /// timeout, seconds). Copies sent to it are not counted as delivered meanwhile.
+    pub(crate) fn silent(&self, now: Time, upload_bps: u64) -> bool {
+        self.in_flight.iter().any(|f| {
+            let due = f.sent_at
+                + transmission_time(f.bytes, upload_bps.max(1))
+                + self.srtt * 2
+                + ACK_GRACE;
+            now > due
+        })
     }
 
     /// Removes an in-flight entry, if present.

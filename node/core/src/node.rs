@@ -1146,7 +1146,12 @@ impl Node {
             .expect("the scheduler picks live neighbours");
         n.requests.retain(|r| *r != (track, seq));
         n.holds_any = true;
-        n.in_flight.push(InFlight { track, seq, bytes });
+        n.in_flight.push(InFlight {
+            track,
+            seq,
+            bytes,
+            sent_at: now,
+        });
         n.in_flight_bytes += bytes;
         let peer = n.peer;
         self.stats.chunks_sent += 1;

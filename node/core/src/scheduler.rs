@@ -345,7 +345,19 @@ impl Node {
     /// [`Config::push_horizon`]: crate::node::Config::push_horizon
     fn pick_push(&mut self, now: Time) -> Option<(usize, usize, u64)> {
         let max_age = self.config.push_horizon;
-        let active = self.neighbours.active();
+        // A silent neighbour neither counts as holding what we sent it nor gets more: after a
+        // mass crash the origin went on sending each fresh chunk's few copies to peers that
+        // were dead but not yet known to be (the link's idle timeout is 2 s), and a chunk whose
+        // every copy went so was lost to the whole mesh (the origin serves no requests).
+        let upload = self.config.upload_bps;
+        let silent = bits(self.neighbours.active())
+            .filter(|&j| {
+                self.neighbours
+                    .get(j)
+                    .is_some_and(|n| n.silent(now, upload))
+            })
+            .fold(0u64, |m, j| m | 1 << j);
+        let active = self.neighbours.active() & !silent;
         if active == 0 {
             return None;
         }

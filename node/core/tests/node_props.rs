@@ -880,3 +880,102 @@ fn the_origin_pushes_a_newcomer_its_first_chunk_within_a_budget() {
         "with no budget the newcomer got {fresh} of 20 first pushes"
     );
 }
+
+/// A copy the origin sent to a neighbour that never acknowledges it (crashed, but its link not
+/// yet known to be down) does not count as delivered: the chunk gets another copy from the
+/// origin's spare upload, to another neighbour, before its deadline. While that neighbour
+/// acknowledges, the spare upload goes to newer chunks and the chunk gets no second copy.
+#[test]
+fn the_origin_does_not_count_copies_to_a_silent_neighbour() {
+    let f = fixture();
+    let chunk_bytes = f.chunks[0].len() as u64;
+    // 1.25 copies per chunk duration: one copy of each chunk (the quota) and a little to spare.
+    let upload = chunk_bytes * 8 * 1_000_000 / CHUNK_US * 5 / 4;
+    let at = |seq: u64| Time::from_micros(T0 + seq * CHUNK_US);
+    // Chunks 90.. are published in turn; returns the neighbours that got chunk 100, in order.
+    let run = |silent_acks: bool| {
+        let mut config = Config::origin(upload);
+        config.policy = Policy::Fjord;
+        let start = at(85);
+        let mut node = Node::new(config, 3, start);
+        node.handle(
+            start,
+            Input::Manifest {
+                from: None,
+                manifest: f.manifest.clone(),
+            },
+        );
+        for p in 0..PEERS {
+            let peer = PeerId(p);
+            node.handle(
+                start,
+                Input::PeerUp {
+                    peer,
+                    outbound: false,
+                    rtt: Some(Duration::from_millis(40)),
+                },
+            );
+            let hello = Control::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                role: Role::Viewer,
+                upload_bps: 10_000_000,
+            });
+            node.handle(start, Input::Control { peer, msg: hello });
+            // Not newcomers: each holds something.
+            let msg = Control::Have(Harness::id(80));
+            node.handle(start, Input::Control { peer, msg });
+        }
+        while node.poll_output().is_some() {}
+        let mut got_100: Vec<PeerId> = Vec::new();
+        let mut next_seq = 90;
+        let mut t = at(90);
+        let mut acks: Vec<(Time, PeerId, ChunkId)> = Vec::new();
+        while t < at(100) + Duration::from_millis(1500) {
+            if t >= at(next_seq) {
+                let chunk = f.chunks[next_seq as usize].clone();
+                node.handle(t, Input::Chunk { from: None, chunk });
+                next_seq += 1;
+            } else {
+                node.handle_timeout(t);
+            }
+            while let Some(out) = node.poll_output() {
+                if let Output::Chunk { peer, chunk } = out {
+                    let id = chunk.meta().id();
+                    if id == Harness::id(100) {
+                        got_100.push(peer);
+                    }
+                    // The first receiver of chunk 100 acknowledges nothing from then on, unless
+                    // this is the run where it stays alive.
+                    let silent = got_100.first() == Some(&peer) && !silent_acks;
+                    if !silent {
+                        acks.push((t + Duration::from_millis(60), peer, id));
+                    }
+                }
+            }
+            acks.retain(|&(due, peer, id)| {
+                if due <= t {
+                    node.handle(
+                        t,
+                        Input::Control {
+                            peer,
+                            msg: Control::Ack(id),
+                        },
+                    );
+                    false
+                } else {
+                    true
+                }
+            });
+            t = t + Duration::from_millis(1);
+        }
+        got_100
+    };
+    let alive = run(true);
+    assert_eq!(alive.len(), 1, "an acknowledged copy is enough: {alive:?}");
+    let silent = run(false);
+    assert!(silent.len() >= 2, "no second copy: {silent:?}");
+    assert_ne!(
+        silent[0], silent[1],
+        "the second copy goes to another neighbour"
+    );
+}
