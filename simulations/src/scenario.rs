@@ -185,9 +185,10 @@ impl Default for Kill {
     }
 }
 
-/// The viewers (indices into `class_of`, each viewer's upload class) that a kill of `share`
-/// takes: the same share of each class, rounded, drawn from `seed`. The emulator and the
-/// simulator draw the same victims for the same scenario.
+/// The viewers (indices into `class_of`, each viewer's upload class; ascending) that a kill of
+/// `share` takes: the same share of each class, rounded, drawn from `seed`, so that the
+/// survivors keep the scenario's mix of uploads and the run measures recovery, not a smaller
+/// network. The emulator and the simulator draw the same victims for the same scenario.
 pub fn kill_set(class_of: &[usize], share: f64, seed: u64) -> Vec<usize> {
     let mut rng = fjord_core::rng::Rng::new(seed ^ 0x0c1a_55e5);
     let classes = class_of.iter().copied().max().map_or(0, |c| c + 1);
@@ -395,7 +396,7 @@ impl Scenario {
 
 #[cfg(test)]
 mod tests {
-    use super::{ClassDeck, PeerClass};
+    use super::{ClassDeck, PeerClass, kill_set};
     use fjord_core::rng::Rng;
 
     fn class(share: f64, upload: f64) -> PeerClass {
@@ -422,5 +423,28 @@ mod tests {
         // The next deck (newcomers under churn) again has the exact shares.
         let second: Vec<usize> = (0..30).map(|_| deck.deal(&mut rng)).collect();
         assert_eq!(second.iter().filter(|&&c| c == 2).count(), 15);
+    }
+
+    #[test]
+    fn a_kill_takes_the_same_share_of_each_class() {
+        // emu30's deal: 8 fast, 7 medium, 15 slow, interleaved.
+        let class_of: Vec<usize> = (0..30).map(|i| [2, 0, 2, 1][i % 4]).collect();
+        let count = |c| class_of.iter().filter(|&&k| k == c).count();
+        let (fast, medium, slow) = (count(0), count(1), count(2));
+        let victims = kill_set(&class_of, 0.3, 7);
+        let killed = |c| victims.iter().filter(|&&i| class_of[i] == c).count();
+        assert_eq!(killed(0), (fast as f64 * 0.3).round() as usize);
+        assert_eq!(killed(1), (medium as f64 * 0.3).round() as usize);
+        assert_eq!(killed(2), (slow as f64 * 0.3).round() as usize);
+        let mut unique = victims.clone();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            victims.len(),
+            "a node killed twice: {victims:?}"
+        );
+        // Another seed draws other nodes of the same classes.
+        assert_ne!(kill_set(&class_of, 0.3, 8), victims);
+        assert_eq!(kill_set(&class_of, 0.3, 7), victims);
     }
 }

@@ -737,34 +737,3 @@ fn random_seed() -> [u8; 32] {
     getrandom::fill(&mut s).expect("the system has randomness");
     s
 }
-
-/// The nodes to kill: `share` of each upload class (rounded), drawn at random with `seed`, so
-/// that the survivors keep the scenario's mix of uploads and the run measures recovery, not
-/// a smaller network. Returns node indices, ascending.
-#[cfg(test)]
-mod kill_tests {
-    use crate::scenario::kill_set;
-
-    #[test]
-    fn a_kill_takes_the_same_share_of_each_class() {
-        // emu30's deal: 8 fast, 7 medium, 15 slow, interleaved.
-        let class_of: Vec<usize> = (0..30).map(|i| [2, 0, 2, 1][i % 4]).collect();
-        let count = |c| class_of.iter().filter(|&&k| k == c).count();
-        let (fast, medium, slow) = (count(0), count(1), count(2));
-        let victims = kill_set(&class_of, 0.3, 7);
-        let killed = |c| victims.iter().filter(|&&i| class_of[i] == c).count();
-        assert_eq!(killed(0), (fast as f64 * 0.3).round() as usize);
-        assert_eq!(killed(1), (medium as f64 * 0.3).round() as usize);
-        assert_eq!(killed(2), (slow as f64 * 0.3).round() as usize);
-        let mut unique = victims.clone();
-        unique.dedup();
-        assert_eq!(
-            unique.len(),
-            victims.len(),
-            "a node killed twice: {victims:?}"
-        );
-        // Another seed draws other nodes of the same classes.
-        assert_ne!(kill_set(&class_of, 0.3, 8), victims);
-        assert_eq!(kill_set(&class_of, 0.3, 7), victims);
-    }
-}
