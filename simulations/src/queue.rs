@@ -3,7 +3,7 @@
 //!
 //! A timing wheel in front of heaps: almost every event is scheduled a few milliseconds to a few
 //! seconds ahead (a message's one-way delay, a transfer, a timer), so it goes into the wheel's
-//! bucket of [`BUCKET_US`] by its time, in O(1). Only the current bucket is a heap; the
+//! bucket of `BUCKET_US` by its time, in O(1). Only the current bucket is a heap; the
 //! bucket after it is heapified when the current one runs out, and the rare event beyond the
 //! wheel's horizon waits in an overflow heap. The order is exactly that of one heap over all
 //! events (a test compares the two), but pops touch a small heap that stays in cache: with
