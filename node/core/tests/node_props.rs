@@ -499,6 +499,47 @@ fn fjord_holder(upload: u64, now: Time, chunks: &[Chunk]) -> Node {
 /// Admission by deadline: a Fjord viewer holding a chunk with little slack left takes as many
 /// requests for it as it can serve in time (the one on its uplink counts) and refuses the rest
 /// with `Cancel` at once, so those requesters can ask another holder while there is time.
+/// A Fjord origin of `upload` bit/s started at `start`, with every test peer connected (40 ms
+/// RTT) and greeted at 10 Mbit/s; each announces chunk `holds` (so is no newcomer) except
+/// `newcomer`, which uploads 100 kbit/s and holds nothing.
+fn fjord_origin(upload: u64, seed: u64, start: Time, holds: u64, newcomer: Option<PeerId>) -> Node {
+    let mut config = Config::origin(upload);
+    config.policy = Policy::Fjord;
+    let mut node = Node::new(config, seed, start);
+    node.handle(
+        start,
+        Input::Manifest {
+            from: None,
+            manifest: fixture().manifest.clone(),
+        },
+    );
+    for p in 0..PEERS {
+        let peer = PeerId(p);
+        node.handle(
+            start,
+            Input::PeerUp {
+                peer,
+                outbound: false,
+                rtt: Some(Duration::from_millis(40)),
+            },
+        );
+        let is_newcomer = newcomer == Some(peer);
+        let upload_bps = if is_newcomer { 100_000 } else { 10_000_000 };
+        let hello = Control::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            role: Role::Viewer,
+            upload_bps,
+        });
+        node.handle(start, Input::Control { peer, msg: hello });
+        if !is_newcomer {
+            let msg = Control::Have(Harness::id(holds));
+            node.handle(start, Input::Control { peer, msg });
+        }
+    }
+    while node.poll_output().is_some() {}
+    node
+}
+
 #[test]
 fn requests_that_cannot_be_served_in_time_are_refused_at_once() {
     let f = fixture();
@@ -818,43 +859,7 @@ fn the_origin_pushes_a_newcomer_its_first_chunk_within_a_budget() {
     let newcomer = PeerId(PEERS - 1);
     // The peer that gets the origin's first push, for an origin started at `start`.
     let first_push = |seed: u64, start: Time| {
-        let mut config = Config::origin(4_000_000);
-        config.policy = Policy::Fjord;
-        let mut node = Node::new(config, seed, start);
-        node.handle(
-            start,
-            Input::Manifest {
-                from: None,
-                manifest: f.manifest.clone(),
-            },
-        );
-        for p in 0..PEERS {
-            let peer = PeerId(p);
-            node.handle(
-                start,
-                Input::PeerUp {
-                    peer,
-                    outbound: false,
-                    rtt: Some(Duration::from_millis(40)),
-                },
-            );
-            let upload_bps = if peer == newcomer {
-                100_000
-            } else {
-                10_000_000
-            };
-            let hello = Control::Hello(Hello {
-                version: PROTOCOL_VERSION,
-                role: Role::Viewer,
-                upload_bps,
-            });
-            node.handle(start, Input::Control { peer, msg: hello });
-            if peer != newcomer {
-                let msg = Control::Have(Harness::id(98));
-                node.handle(start, Input::Control { peer, msg });
-            }
-        }
-        while node.poll_output().is_some() {}
+        let mut node = fjord_origin(4_000_000, seed, start, 98, Some(newcomer));
         node.handle(
             published,
             Input::Chunk {
@@ -894,38 +899,7 @@ fn the_origin_does_not_count_copies_to_a_silent_neighbour() {
     let at = |seq: u64| Time::from_micros(T0 + seq * CHUNK_US);
     // Chunks 90.. are published in turn; returns the neighbours that got chunk 100, in order.
     let run = |silent_acks: bool| {
-        let mut config = Config::origin(upload);
-        config.policy = Policy::Fjord;
-        let start = at(85);
-        let mut node = Node::new(config, 3, start);
-        node.handle(
-            start,
-            Input::Manifest {
-                from: None,
-                manifest: f.manifest.clone(),
-            },
-        );
-        for p in 0..PEERS {
-            let peer = PeerId(p);
-            node.handle(
-                start,
-                Input::PeerUp {
-                    peer,
-                    outbound: false,
-                    rtt: Some(Duration::from_millis(40)),
-                },
-            );
-            let hello = Control::Hello(Hello {
-                version: PROTOCOL_VERSION,
-                role: Role::Viewer,
-                upload_bps: 10_000_000,
-            });
-            node.handle(start, Input::Control { peer, msg: hello });
-            // Not newcomers: each holds something.
-            let msg = Control::Have(Harness::id(80));
-            node.handle(start, Input::Control { peer, msg });
-        }
-        while node.poll_output().is_some() {}
+        let mut node = fjord_origin(upload, 3, at(85), 80, None);
         let mut got_100: Vec<PeerId> = Vec::new();
         let mut next_seq = 90;
         let mut t = at(90);
