@@ -662,20 +662,15 @@ impl<'s> Engine<'s> {
         let Some(node) = self.hosts[id as usize].node.take() else {
             return;
         };
-        self.set_live(id, false);
-        self.close_peer(id);
         let crash = self.rng.chance(self.sc.churn.crash_share);
-        for peer in node.neighbours() {
-            let to = peer.0 as u32;
-            let delay = if crash {
-                Duration::from_secs_f64(self.sc.churn.crash_detect_s)
-            } else {
-                self.one_way(id, to)
-            };
-            self.queue
-                .push(self.now + delay, Event::PeerDown { to, from: id });
-        }
-        self.cancel_transfers(id, None);
+        let detect = Duration::from_secs_f64(self.sc.churn.crash_detect_s);
+        self.take_out(
+            id,
+            &node,
+            |e, to| {
+                if crash { detect } else { e.one_way(id, to) }
+            },
+        );
         // Keep the population steady: a newcomer replaces the departed.
         let newcomer = self.new_host(place_rng);
         self.queue
@@ -731,15 +726,21 @@ impl<'s> Engine<'s> {
                 self.metrics.retract_eligible(cut, hi);
                 self.hosts[id as usize].eligible = (lo, cut - 1);
             }
-            self.set_live(id, false);
-            self.close_peer(id);
-            for peer in node.neighbours() {
-                let to = peer.0 as u32;
-                self.queue
-                    .push(self.now + detect, Event::PeerDown { to, from: id });
-            }
-            self.cancel_transfers(id, None);
+            self.take_out(id, &node, |_, _| detect);
         }
+    }
+
+    /// Takes a departed host out of the run: its continuity is recorded, each neighbour `to`
+    /// hears of it after `delay(to)`, and its transfers stop.
+    fn take_out(&mut self, id: u32, node: &Node, delay: impl Fn(&Self, u32) -> Duration) {
+        self.set_live(id, false);
+        self.close_peer(id);
+        for peer in node.neighbours() {
+            let to = peer.0 as u32;
+            let at = self.now + delay(self, to);
+            self.queue.push(at, Event::PeerDown { to, from: id });
+        }
+        self.cancel_transfers(id, None);
     }
 
     /// Per-peer continuity, recorded when a peer leaves or the run ends.
