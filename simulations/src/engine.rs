@@ -682,20 +682,13 @@ impl<'s> Engine<'s> {
     /// after `detect_s`, as real nodes do at their QUIC idle timeout.
     fn kill(&mut self) {
         let k = &self.sc.kill;
-        let initial: Vec<u32> = (1..=self.sc.peers as u32).collect();
-        let victims: Vec<u32> = if k.oldest {
-            let n = ((initial.len() as f64) * k.share).round() as usize;
-            initial[..n.min(initial.len())].to_vec()
-        } else {
-            let class_of: Vec<usize> = initial
-                .iter()
-                .map(|&id| self.hosts[id as usize].class)
-                .collect();
-            crate::scenario::kill_set(&class_of, k.share, self.sc.seed)
+        // The initial viewers are hosts 1..=peers, in the order they were dealt and joined.
+        let class_of: Vec<usize> = (1..=self.sc.peers).map(|id| self.hosts[id].class).collect();
+        let victims: Vec<u32> =
+            crate::scenario::kill_victims(&class_of, k.share, k.oldest, self.sc.seed)
                 .into_iter()
-                .map(|i| initial[i])
-                .collect()
-        };
+                .map(|i| i as u32 + 1)
+                .collect();
         let detect = Duration::from_secs_f64(k.detect_s);
         let t0 = EPOCH_US;
         // Published by now: what a victim may already hold.

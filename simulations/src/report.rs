@@ -132,13 +132,7 @@ impl RunSummary {
 
     /// Seconds after the kill until the continuity stays at 99% or more.
     pub fn recovery_s(&self) -> Option<f64> {
-        (!self.after_kill.is_empty())
-            .then(|| {
-                (0..self.after_kill.len())
-                    .find(|&i| self.after_kill[i..].iter().all(|c| *c >= 0.99))
-                    .map(|i| i as f64)
-            })
-            .flatten()
+        recovery_s(&self.after_kill)
     }
 
     /// p99 delay over its lower bound.
@@ -167,23 +161,34 @@ fn after_kill(sc: &Scenario, eligible: &[u64], on_time: &[u64]) -> Vec<f64> {
     out
 }
 
+/// Seconds from the kill until the per-second continuity `after_kill` stays at 99% or more
+/// (`None` if it never does, or there is none).
+pub fn recovery_s(after_kill: &[f64]) -> Option<f64> {
+    (0..after_kill.len())
+        .find(|&i| after_kill[i..].iter().all(|c| *c >= 0.99))
+        .map(|i| i as f64)
+}
+
+/// Shares as percentages with one decimal, separated by spaces.
+pub fn percentages(v: &[f64]) -> String {
+    v.iter()
+        .map(|c| format!("{:.1}", c * 100.0))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A line on the recovery from the scenario's kill, if it had one.
 pub fn after_kill_line(s: &RunSummary) -> Option<String> {
     if s.after_kill.is_empty() {
         return None;
     }
-    let per_s: Vec<String> = s
-        .after_kill
-        .iter()
-        .map(|c| format!("{:.1}", c * 100.0))
-        .collect();
     let recovery = s
         .recovery_s()
         .map_or("never".to_string(), |r| format!("{r:.0} s"));
     Some(format!(
         "{} after the kill: back to 99% after {recovery}; continuity per second {}",
         crate::policy_name(s.policy),
-        per_s.join(" ")
+        percentages(&s.after_kill)
     ))
 }
 

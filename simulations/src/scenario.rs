@@ -185,6 +185,17 @@ impl Default for Kill {
     }
 }
 
+/// The viewers a kill takes: [`kill_set`]'s draw, or with `oldest` the first `share` of
+/// `class_of` (the first to have joined) whatever their class. Ascending.
+pub fn kill_victims(class_of: &[usize], share: f64, oldest: bool, seed: u64) -> Vec<usize> {
+    if oldest {
+        let n = ((class_of.len() as f64) * share).round() as usize;
+        (0..n.min(class_of.len())).collect()
+    } else {
+        kill_set(class_of, share, seed)
+    }
+}
+
 /// The viewers (indices into `class_of`, each viewer's upload class; ascending) that a kill of
 /// `share` takes: the same share of each class, rounded, drawn from `seed`, so that the
 /// survivors keep the scenario's mix of uploads and the run measures recovery, not a smaller

@@ -412,11 +412,12 @@ async fn run_inner(
         {
             killed = true;
             kill_us = Some(wall_us());
-            let victims = if opts.kill_oldest {
-                (0..((n as f64) * opts.kill_share).round() as usize).collect()
-            } else {
-                crate::scenario::kill_set(&class_of, opts.kill_share, sc.seed)
-            };
+            let victims = crate::scenario::kill_victims(
+                &class_of,
+                opts.kill_share,
+                opts.kill_oldest,
+                sc.seed,
+            );
             for &i in &victims {
                 if let Some(p) = nodes.get_mut(i).and_then(Option::as_mut) {
                     p.read();
@@ -563,9 +564,7 @@ async fn run_inner(
             after_kill.push(1.0 - m as f64 / e.max(1) as f64);
             s0 += per_s;
         }
-        let first_good_forever =
-            (0..after_kill.len()).find(|&i| after_kill[i..].iter().all(|c| *c >= 0.99));
-        recovery_s = first_good_forever.map(|i| i as f64);
+        recovery_s = crate::report::recovery_s(&after_kill);
     }
     let predicted = if opts.predict {
         // The simulator's links carry chunks alone, so its peers get what the nodes were told
@@ -678,12 +677,10 @@ pub fn table(r: &EmuReport) -> String {
         let recovery = |s: Option<f64>| s.map_or("never".into(), |s| format!("{s:.0} s"));
         let per_s = |v: &[f64]| {
             if v.is_empty() {
-                return "-".to_string();
+                "-".to_string()
+            } else {
+                crate::report::percentages(v)
             }
-            v.iter()
-                .map(|c| format!("{:.1}", c * 100.0))
-                .collect::<Vec<_>>()
-                .join(" ")
         };
         let _ = writeln!(
             out,
