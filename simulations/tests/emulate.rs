@@ -31,6 +31,13 @@ fn eight_real_nodes_over_an_emulated_wan_keep_continuity() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
     assert!(report["continuity"].as_f64().unwrap() >= 0.99);
+    // Join time is measured from each node's own start, within its start-up from the spawn.
+    let join = report["join_ms"].as_array().unwrap();
+    let startup = report["startup_ms"].as_array().unwrap();
+    for (j, s) in join.iter().zip(startup) {
+        let (j, s) = (j.as_f64().unwrap(), s.as_f64().unwrap());
+        assert!(j > 0.0 && j <= s, "join {j} ms against start-up {s} ms");
+    }
     assert!(
         report["predicted"].is_array(),
         "the simulator's prediction is beside it"
