@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fjord_core::neighbours::{MAX_IN_FLIGHT, MAX_REQUESTS, MAX_SLOTS};
-use fjord_core::proto::{Control, Hello, PROTOCOL_VERSION, Role};
+use fjord_core::proto::{Control, GoodbyeReason, Hello, PROTOCOL_VERSION, Role};
 use fjord_core::store::WINDOW;
 use fjord_core::wire::{
     ChannelKey, Chunk, ChunkFlags, ChunkId, ChunkMeta, Manifest, ManifestContent, Track, TrackKind,
@@ -503,7 +503,17 @@ fn fjord_holder(upload: u64, now: Time, chunks: &[Chunk]) -> Node {
 /// RTT) and greeted at 10 Mbit/s; each announces chunk `holds` (so is no newcomer) except
 /// `newcomer`, which uploads 100 kbit/s and holds nothing.
 fn fjord_origin(upload: u64, seed: u64, start: Time, holds: u64, newcomer: Option<PeerId>) -> Node {
-    let mut config = Config::origin(upload);
+    origin_with(Config::origin(upload), seed, start, Some(holds), newcomer)
+}
+
+/// [`fjord_origin`] with its own `config`; with `holds` `None` no peer announces anything.
+fn origin_with(
+    mut config: Config,
+    seed: u64,
+    start: Time,
+    holds: Option<u64>,
+    newcomer: Option<PeerId>,
+) -> Node {
     config.policy = Policy::Fjord;
     let mut node = Node::new(config, seed, start);
     node.handle(
@@ -531,13 +541,63 @@ fn fjord_origin(upload: u64, seed: u64, start: Time, holds: u64, newcomer: Optio
             upload_bps,
         });
         node.handle(start, Input::Control { peer, msg: hello });
-        if !is_newcomer {
+        if let (false, Some(holds)) = (is_newcomer, holds) {
             let msg = Control::Have(Harness::id(holds));
             node.handle(start, Input::Control { peer, msg });
         }
     }
     while node.poll_output().is_some() {}
     node
+}
+
+/// A full origin takes a newcomer in place of an established neighbour (one holding chunks:
+/// it has other links), never in place of another newcomer still waiting for its first chunk;
+/// with only such newcomers it refuses. The origin is where newcomers bootstrap, and one it
+/// turned away waited for the DHT (about 1 s more in the emulator).
+#[test]
+fn a_full_origin_makes_room_for_a_newcomer_but_not_at_another_newcomers_cost() {
+    let start = Time::from_micros(T0);
+    // Full at PEERS neighbours: the node takes 4 beyond `max_neighbours` between trims.
+    let mut config = Config::origin(4_000_000);
+    config.max_neighbours = PEERS as usize - 4;
+    let arrive = |node: &mut Node, peer: PeerId| {
+        node.handle(
+            start,
+            Input::PeerUp {
+                peer,
+                outbound: false,
+                rtt: Some(Duration::from_millis(40)),
+            },
+        );
+        let mut hello_to = Vec::new();
+        let mut goodbye = Vec::new();
+        while let Some(out) = node.poll_output() {
+            if let Output::Control { peer, msg } = out {
+                match msg {
+                    Control::Hello(_) => hello_to.push(peer),
+                    Control::Goodbye(reason) => goodbye.push((peer, reason)),
+                    _ => {}
+                }
+            }
+        }
+        (hello_to, goodbye)
+    };
+    let waiting = PeerId(0);
+    let newcomer = PeerId(100);
+    let mut node = origin_with(config.clone(), 1, start, Some(98), Some(waiting));
+    let (hello_to, goodbye) = arrive(&mut node, newcomer);
+    assert_eq!(hello_to, vec![newcomer], "the newcomer is taken");
+    assert_eq!(goodbye.len(), 1, "one neighbour makes room: {goodbye:?}");
+    assert_eq!(goodbye[0].1, GoodbyeReason::Replaced);
+    assert_ne!(
+        goodbye[0].0, waiting,
+        "the other newcomer keeps its place, though its upload is the lowest"
+    );
+    // Every neighbour a newcomer still: the origin refuses.
+    let mut node = origin_with(config, 1, start, None, None);
+    let (hello_to, goodbye) = arrive(&mut node, newcomer);
+    assert!(hello_to.is_empty(), "taken: {hello_to:?}");
+    assert_eq!(goodbye, vec![(newcomer, GoodbyeReason::Full)]);
 }
 
 #[test]
