@@ -506,6 +506,18 @@ fn fjord_origin(upload: u64, seed: u64, start: Time, holds: u64, newcomer: Optio
     origin_with(Config::origin(upload), seed, start, Some(holds), newcomer)
 }
 
+/// An inbound connection from `peer` at `now`, 40 ms RTT.
+fn connect(node: &mut Node, now: Time, peer: PeerId) {
+    node.handle(
+        now,
+        Input::PeerUp {
+            peer,
+            outbound: false,
+            rtt: Some(Duration::from_millis(40)),
+        },
+    );
+}
+
 /// [`fjord_origin`] with its own `config`; with `holds` `None` no peer announces anything.
 fn origin_with(
     mut config: Config,
@@ -525,14 +537,7 @@ fn origin_with(
     );
     for p in 0..PEERS {
         let peer = PeerId(p);
-        node.handle(
-            start,
-            Input::PeerUp {
-                peer,
-                outbound: false,
-                rtt: Some(Duration::from_millis(40)),
-            },
-        );
+        connect(&mut node, start, peer);
         let is_newcomer = newcomer == Some(peer);
         let upload_bps = if is_newcomer { 100_000 } else { 10_000_000 };
         let hello = Control::Hello(Hello {
@@ -561,14 +566,7 @@ fn a_full_origin_makes_room_for_a_newcomer_but_not_at_another_newcomers_cost() {
     let mut config = Config::origin(4_000_000);
     config.max_neighbours = PEERS as usize - 4;
     let arrive = |node: &mut Node, peer: PeerId| {
-        node.handle(
-            start,
-            Input::PeerUp {
-                peer,
-                outbound: false,
-                rtt: Some(Duration::from_millis(40)),
-            },
-        );
+        connect(node, start, peer);
         let mut hello_to = Vec::new();
         let mut goodbye = Vec::new();
         while let Some(out) = node.poll_output() {
