@@ -131,6 +131,10 @@ impl Config {
 
 /// Slots accepted beyond `max_neighbours` until the next maintenance trims the worst.
 const INCOMING_SLACK: usize = 4;
+/// Evictions a full origin makes for newcomers at once at most (see `room_credit`).
+const ROOM_BURST: f64 = 8.0;
+/// Evictions a full origin makes for newcomers per second, in the long run, at most.
+const ROOM_PER_S: f64 = 2.0;
 /// How long a connection attempt may take before the node forgets it.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -318,6 +322,10 @@ pub struct Node {
     /// The origin's uplink time banked for newcomers' first chunks, and when it was last
     /// topped up (see [`crate::scheduler`]).
     pub(crate) newcomer_credit: (Duration, Time),
+    /// Evictions a full origin may still make for newcomers, and when that was computed: a
+    /// bucket of [`ROOM_BURST`] refilled at [`ROOM_PER_S`] a second, so that a peer
+    /// reconnecting over and over cannot churn the origin's neighbours at will.
+    room_credit: (f64, Time),
     /// Per substream, the newest chunk held and its publication time.
     pub(crate) newest: [Option<(u64, Time)>; SUBSTREAMS],
     /// Per substream, the neighbour slots subscribed to it from us.
@@ -354,6 +362,7 @@ impl Node {
             origins: 0,
             projection: Vec::new(),
             newcomer_credit: (Duration::ZERO, now),
+            room_credit: (ROOM_BURST, now),
             next_status: now,
             pending_connects: Vec::new(),
             uplink_free_at: now,
@@ -631,7 +640,8 @@ impl Node {
 
     /// A full origin makes room for a newcomer: it drops the neighbour of least onward value
     /// among those that hold chunks already (they have other links; the newcomer may have
-    /// none yet), as its maintenance would. Returns whether it did. A viewer refuses instead.
+    /// none yet), as its maintenance would, within a budget of evictions (`room_credit`).
+    /// Returns whether it did. A viewer refuses instead.
     ///
     /// The origin is where newcomers bootstrap. Refused there, a newcomer waited for the DHT to
     /// name other peers: in the emulator (`emu30`) the last joiners got `Goodbye(Full)` about
@@ -639,6 +649,12 @@ impl Node {
     /// the others.
     fn make_room_for_newcomer(&mut self, now: Time) -> bool {
         if self.config.role != Role::Origin {
+            return false;
+        }
+        let (credit, at) = self.room_credit;
+        let credit = (credit + now.saturating_since(at).as_secs_f64() * ROOM_PER_S).min(ROOM_BURST);
+        self.room_credit = (credit, now);
+        if credit < 1.0 {
             return false;
         }
         let victim = self
@@ -650,6 +666,7 @@ impl Node {
         let Some((slot, peer)) = victim else {
             return false;
         };
+        self.room_credit.0 = credit - 1.0;
         self.send_control(slot, Control::Goodbye(GoodbyeReason::Replaced));
         self.drop_neighbour(now, slot);
         self.emit(Output::Disconnect(peer));

@@ -555,6 +555,57 @@ fn origin_with(
     node
 }
 
+/// A full origin's evictions for newcomers are budgeted (8 at once, 2 a second), so that
+/// peers connecting over and over cannot churn its neighbours at will: past the budget it
+/// refuses, as before.
+#[test]
+fn a_full_origin_makes_room_within_a_budget() {
+    let start = Time::from_micros(T0);
+    let mut config = Config::origin(4_000_000);
+    config.max_neighbours = PEERS as usize - 4;
+    let mut node = origin_with(config, 1, start, Some(98), None);
+    // Newcomers that each become established at once (they announce a chunk), so there is
+    // always someone to evict; returns how many were taken.
+    let mut next = 100;
+    let mut wave = |node: &mut Node, now: Time, count: u64| {
+        let mut taken = 0;
+        for _ in 0..count {
+            let peer = PeerId(next);
+            next += 1;
+            connect(node, now, peer);
+            let mut refused = false;
+            while let Some(out) = node.poll_output() {
+                if let Output::Control {
+                    peer: p,
+                    msg: Control::Goodbye(GoodbyeReason::Full),
+                } = out
+                {
+                    refused |= p == peer;
+                }
+            }
+            if !refused {
+                taken += 1;
+                let hello = Control::Hello(Hello {
+                    version: PROTOCOL_VERSION,
+                    role: Role::Viewer,
+                    upload_bps: 10_000_000,
+                });
+                node.handle(now, Input::Control { peer, msg: hello });
+                let msg = Control::Have(Harness::id(98));
+                node.handle(now, Input::Control { peer, msg });
+                while node.poll_output().is_some() {}
+            }
+        }
+        taken
+    };
+    assert_eq!(wave(&mut node, start, 12), 8, "the burst");
+    assert_eq!(
+        wave(&mut node, start + Duration::from_secs(1), 4),
+        2,
+        "the refill over a second"
+    );
+}
+
 /// A full origin takes a newcomer in place of an established neighbour (one holding chunks:
 /// it has other links), never in place of another newcomer still waiting for its first chunk;
 /// with only such newcomers it refuses. The origin is where newcomers bootstrap, and one it
