@@ -49,8 +49,6 @@ impl Node {
                 .neighbours
                 .iter()
                 .filter(|(slot, n)| !n.protected && !doomed.contains(slot))
-                // The origin keeps a newcomer until its first chunk: it may have no other link.
-                .filter(|(_, n)| !(origin && n.starving()))
                 .map(|(slot, n)| {
                     let score = if origin {
                         n.onward

@@ -17,10 +17,7 @@
 //! # What it does
 //! - Keeps a bounded set of neighbours ([`Config::max_neighbours`]), greets each with
 //!   [`Control::Hello`] and the manifest, and replaces the departed and the useless at each
-//!   maintenance tick, keeping a share of randomly chosen links whatever their score. A full
-//!   origin, where newcomers bootstrap, takes a newcomer in place of an established neighbour
-//!   rather than turning it away to wait for the DHT (emulator, `emu30`: start-up p95 /
-//!   max from 917-1680 / 1291-2250 ms over six runs to 638-984 / 826-1160 ms over three).
+//!   maintenance tick, keeping a share of randomly chosen links whatever their score.
 //! - Stores verified chunks in a window around the live edge ([`crate::store`]). Under
 //!   [`Policy::Fjord`] and the push baselines it announces each to the neighbours not known to
 //!   hold it, as soon as its first byte arrives; under [`Policy::FjordTrees`] it subscribes to a
@@ -131,10 +128,6 @@ impl Config {
 
 /// Slots accepted beyond `max_neighbours` until the next maintenance trims the worst.
 const INCOMING_SLACK: usize = 4;
-/// Evictions a full origin makes for newcomers at once at most (see `room_credit`).
-const ROOM_BURST: f64 = 8.0;
-/// Evictions a full origin makes for newcomers per second, in the long run, at most.
-const ROOM_PER_S: f64 = 2.0;
 /// How long a connection attempt may take before the node forgets it.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -322,10 +315,6 @@ pub struct Node {
     /// The origin's uplink time banked for newcomers' first chunks, and when it was last
     /// topped up (see [`crate::scheduler`]).
     pub(crate) newcomer_credit: (Duration, Time),
-    /// Evictions a full origin may still make for newcomers, and when that was computed: a
-    /// bucket of [`ROOM_BURST`] refilled at [`ROOM_PER_S`] a second, so that a peer
-    /// reconnecting over and over cannot churn the origin's neighbours at will.
-    room_credit: (f64, Time),
     /// Per substream, the newest chunk held and its publication time.
     pub(crate) newest: [Option<(u64, Time)>; SUBSTREAMS],
     /// Per substream, the neighbour slots subscribed to it from us.
@@ -362,7 +351,6 @@ impl Node {
             origins: 0,
             projection: Vec::new(),
             newcomer_credit: (Duration::ZERO, now),
-            room_credit: (ROOM_BURST, now),
             next_status: now,
             pending_connects: Vec::new(),
             uplink_free_at: now,
@@ -606,9 +594,7 @@ impl Node {
         if self.neighbours.slot_of(peer).is_some() {
             return;
         }
-        if self.neighbours.len() >= self.config.max_neighbours + INCOMING_SLACK
-            && !self.make_room_for_newcomer(now)
-        {
+        if self.neighbours.len() >= self.config.max_neighbours + INCOMING_SLACK {
             self.emit(Output::Control {
                 peer,
                 msg: Control::Goodbye(GoodbyeReason::Full),
@@ -636,41 +622,6 @@ impl Node {
         if let Some(manifest) = self.manifest.clone() {
             self.emit(Output::Manifest { peer, manifest });
         }
-    }
-
-    /// A full origin makes room for a newcomer: it drops the neighbour of least onward value
-    /// among those that hold chunks already (they have other links; the newcomer may have
-    /// none yet), as its maintenance would, within a budget of evictions (`room_credit`).
-    /// Returns whether it did. A viewer refuses instead.
-    ///
-    /// The origin is where newcomers bootstrap. Refused there, a newcomer waited for the DHT to
-    /// name other peers: in the emulator (`emu30`) the last joiners got `Goodbye(Full)` about
-    /// 480 ms after starting and their first chunk only after 1.4 s, against 0.6-0.75 s for
-    /// the others.
-    fn make_room_for_newcomer(&mut self, now: Time) -> bool {
-        if self.config.role != Role::Origin {
-            return false;
-        }
-        let (credit, at) = self.room_credit;
-        let credit = (credit + now.saturating_since(at).as_secs_f64() * ROOM_PER_S).min(ROOM_BURST);
-        self.room_credit = (credit, now);
-        if credit < 1.0 {
-            return false;
-        }
-        let victim = self
-            .neighbours
-            .iter()
-            .filter(|(_, n)| !n.protected && !n.starving())
-            .min_by(|a, b| a.1.onward.total_cmp(&b.1.onward).then(a.0.cmp(&b.0)))
-            .map(|(slot, n)| (slot, n.peer));
-        let Some((slot, peer)) = victim else {
-            return false;
-        };
-        self.room_credit.0 = credit - 1.0;
-        self.send_control(slot, Control::Goodbye(GoodbyeReason::Replaced));
-        self.drop_neighbour(now, slot);
-        self.emit(Output::Disconnect(peer));
-        true
     }
 
     fn on_control(&mut self, now: Time, slot: usize, msg: Control) {

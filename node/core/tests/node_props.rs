@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fjord_core::neighbours::{MAX_IN_FLIGHT, MAX_REQUESTS, MAX_SLOTS};
-use fjord_core::proto::{Control, GoodbyeReason, Hello, PROTOCOL_VERSION, Role};
+use fjord_core::proto::{Control, Hello, PROTOCOL_VERSION, Role};
 use fjord_core::store::WINDOW;
 use fjord_core::wire::{
     ChannelKey, Chunk, ChunkFlags, ChunkId, ChunkMeta, Manifest, ManifestContent, Track, TrackKind,
@@ -503,29 +503,7 @@ fn fjord_holder(upload: u64, now: Time, chunks: &[Chunk]) -> Node {
 /// RTT) and greeted at 10 Mbit/s; each announces chunk `holds` (so is no newcomer) except
 /// `newcomer`, which uploads 100 kbit/s and holds nothing.
 fn fjord_origin(upload: u64, seed: u64, start: Time, holds: u64, newcomer: Option<PeerId>) -> Node {
-    origin_with(Config::origin(upload), seed, start, Some(holds), newcomer)
-}
-
-/// An inbound connection from `peer` at `now`, 40 ms RTT.
-fn connect(node: &mut Node, now: Time, peer: PeerId) {
-    node.handle(
-        now,
-        Input::PeerUp {
-            peer,
-            outbound: false,
-            rtt: Some(Duration::from_millis(40)),
-        },
-    );
-}
-
-/// [`fjord_origin`] with its own `config`; with `holds` `None` no peer announces anything.
-fn origin_with(
-    mut config: Config,
-    seed: u64,
-    start: Time,
-    holds: Option<u64>,
-    newcomer: Option<PeerId>,
-) -> Node {
+    let mut config = Config::origin(upload);
     config.policy = Policy::Fjord;
     let mut node = Node::new(config, seed, start);
     node.handle(
@@ -537,7 +515,14 @@ fn origin_with(
     );
     for p in 0..PEERS {
         let peer = PeerId(p);
-        connect(&mut node, start, peer);
+        node.handle(
+            start,
+            Input::PeerUp {
+                peer,
+                outbound: false,
+                rtt: Some(Duration::from_millis(40)),
+            },
+        );
         let is_newcomer = newcomer == Some(peer);
         let upload_bps = if is_newcomer { 100_000 } else { 10_000_000 };
         let hello = Control::Hello(Hello {
@@ -546,107 +531,13 @@ fn origin_with(
             upload_bps,
         });
         node.handle(start, Input::Control { peer, msg: hello });
-        if let (false, Some(holds)) = (is_newcomer, holds) {
+        if !is_newcomer {
             let msg = Control::Have(Harness::id(holds));
             node.handle(start, Input::Control { peer, msg });
         }
     }
     while node.poll_output().is_some() {}
     node
-}
-
-/// A full origin's evictions for newcomers are budgeted (8 at once, 2 a second), so that
-/// peers connecting over and over cannot churn its neighbours at will: past the budget it
-/// refuses, as before.
-#[test]
-fn a_full_origin_makes_room_within_a_budget() {
-    let start = Time::from_micros(T0);
-    let mut config = Config::origin(4_000_000);
-    config.max_neighbours = PEERS as usize - 4;
-    let mut node = origin_with(config, 1, start, Some(98), None);
-    // Newcomers that each become established at once (they announce a chunk), so there is
-    // always someone to evict; returns how many were taken.
-    let mut next = 100;
-    let mut wave = |node: &mut Node, now: Time, count: u64| {
-        let mut taken = 0;
-        for _ in 0..count {
-            let peer = PeerId(next);
-            next += 1;
-            connect(node, now, peer);
-            let mut refused = false;
-            while let Some(out) = node.poll_output() {
-                if let Output::Control {
-                    peer: p,
-                    msg: Control::Goodbye(GoodbyeReason::Full),
-                } = out
-                {
-                    refused |= p == peer;
-                }
-            }
-            if !refused {
-                taken += 1;
-                let hello = Control::Hello(Hello {
-                    version: PROTOCOL_VERSION,
-                    role: Role::Viewer,
-                    upload_bps: 10_000_000,
-                });
-                node.handle(now, Input::Control { peer, msg: hello });
-                let msg = Control::Have(Harness::id(98));
-                node.handle(now, Input::Control { peer, msg });
-                while node.poll_output().is_some() {}
-            }
-        }
-        taken
-    };
-    assert_eq!(wave(&mut node, start, 12), 8, "the burst");
-    assert_eq!(
-        wave(&mut node, start + Duration::from_secs(1), 4),
-        2,
-        "the refill over a second"
-    );
-}
-
-/// A full origin takes a newcomer in place of an established neighbour (one holding chunks:
-/// it has other links), never in place of another newcomer still waiting for its first chunk;
-/// with only such newcomers it refuses. The origin is where newcomers bootstrap, and one it
-/// turned away waited for the DHT (about 1 s more in the emulator).
-#[test]
-fn a_full_origin_makes_room_for_a_newcomer_but_not_at_another_newcomers_cost() {
-    let start = Time::from_micros(T0);
-    // Full at PEERS neighbours: the node takes 4 beyond `max_neighbours` between trims.
-    let mut config = Config::origin(4_000_000);
-    config.max_neighbours = PEERS as usize - 4;
-    let arrive = |node: &mut Node, peer: PeerId| {
-        connect(node, start, peer);
-        let mut hello_to = Vec::new();
-        let mut goodbye = Vec::new();
-        while let Some(out) = node.poll_output() {
-            if let Output::Control { peer, msg } = out {
-                match msg {
-                    Control::Hello(_) => hello_to.push(peer),
-                    Control::Goodbye(reason) => goodbye.push((peer, reason)),
-                    _ => {}
-                }
-            }
-        }
-        (hello_to, goodbye)
-    };
-    let waiting = PeerId(0);
-    let newcomer = PeerId(100);
-    let mut node = origin_with(config.clone(), 1, start, Some(98), Some(waiting));
-    let (hello_to, goodbye) = arrive(&mut node, newcomer);
-    assert_eq!(hello_to, vec![newcomer], "the newcomer is taken");
-    assert_eq!(goodbye.len(), 1, "one neighbour makes room: {goodbye:?}");
-    assert_eq!(goodbye[0].1, GoodbyeReason::Replaced);
-    assert_ne!(
-        goodbye[0].0, waiting,
-        "the other newcomer keeps its place, though its upload is the lowest"
-    );
-    // Every neighbour a newcomer still: the origin refuses.
-    let mut node = origin_with(config, 1, start, None, None);
-    let (hello_to, goodbye) = arrive(&mut node, newcomer);
-    assert!(hello_to.is_empty(), "taken: {hello_to:?}");
-    assert_eq!(goodbye, vec![(newcomer, GoodbyeReason::Full)]);
 }
 
 #[test]
