@@ -51,9 +51,9 @@
 //! is every newcomer's first link where it is the bootstrap peer, and otherwise the newcomer
 //! waits for viewer neighbours and then for their queues. Emulator, `emu30`: start-up
 //! p50 / p95 / max from 575-912 / 1093-1609 / 1631-2039 ms (3 runs) to 398-439 / 672-1154 /
-//! 861-1257 ms (4 runs); the rest of the p95 is before the first link (the late joiners'
-//! processes start on a machine already busy with 25 nodes, and send their first Hello
-//! 370-670 ms after starting, the early ones 130-180 ms). Simulator (before its downlink fix),
+//! 861-1257 ms (4 runs). What is left of the p95 is the last joiners: a traced one found the
+//! origin full (`Goodbye(Full)` 480 ms after its start) and waited for the DHT to name
+//! viewers, its first chunk coming after 1.4 s against 0.6-0.75 s for the others. Simulator (before its downlink fix),
 //! `ri12-churn`, N = 1,000: continuity 92.64% -> 92.58%, start-up p50 / p95 449 / 682 ->
 //! 445 / 655 ms (3 seeds): the origin's neighbours turn over little.
 //! (Drawing among spreaders only, or in proportion to the cube of the onward value, moved

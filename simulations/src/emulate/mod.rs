@@ -188,6 +188,11 @@ fn percentile_of_hist(hist: &[u64], q: f64) -> f64 {
     (hist.len() * 10) as f64
 }
 
+/// The median, the 95th percentile and the largest of `v` (NaN when it is empty).
+fn p50_p95_max(mut v: Vec<f64>) -> [f64; 3] {
+    [0.5, 0.95, 1.0].map(|q| quantile(&mut v, q))
+}
+
 fn quantile(v: &mut [f64], q: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -610,16 +615,8 @@ async fn run_inner(
             percentile_of_hist(&hist, 0.99),
         ],
         origin_egress,
-        startup_ms: [
-            quantile(&mut startups.clone(), 0.5),
-            quantile(&mut startups.clone(), 0.95),
-            quantile(&mut startups, 1.0),
-        ],
-        join_ms: [
-            quantile(&mut joins.clone(), 0.5),
-            quantile(&mut joins.clone(), 0.95),
-            quantile(&mut joins, 1.0),
-        ],
+        startup_ms: p50_p95_max(startups),
+        join_ms: p50_p95_max(joins),
         after_kill,
         recovery_s,
         packets: [
