@@ -87,6 +87,7 @@ pub fn control(msg: &Control) -> String {
     let _ = match msg {
         Control::Have(id) => write!(s, "have {}", chunk(id)),
         Control::Request(id) => write!(s, "request {}", chunk(id)),
+        Control::Urgent(id) => write!(s, "urgent {}", chunk(id)),
         Control::Cancel(id) => write!(s, "cancel {}", chunk(id)),
         Control::Ack(id) => write!(s, "ack {}", chunk(id)),
         Control::HaveMap {

@@ -92,6 +92,9 @@ pub struct Config {
     /// to QUIC, which sends them anyway, so there the uplink stays busy for the chunk's full
     /// transmission time, or the node would offer its link more than it can carry.
     pub abort_frees_uplink: bool,
+    /// Largest share of the uplink's time that goes to [`Control::Urgent`] requests ahead of
+    /// the newest-first order (see `crate::scheduler`); 0 serves them like any request.
+    pub urgent_share: f64,
 }
 
 impl Config {
@@ -111,6 +114,7 @@ impl Config {
             idle_timeout: Duration::from_secs(20),
             protected_share: 0.25,
             abort_frees_uplink: true,
+            urgent_share: 0.4,
         }
     }
 
@@ -315,6 +319,9 @@ pub struct Node {
     /// The origin's uplink time banked for newcomers' first chunks, and when it was last
     /// topped up (see [`crate::scheduler`]).
     pub(crate) newcomer_credit: (Duration, Time),
+    /// Seconds of uplink time banked for urgent requests, and when it was last updated (it
+    /// goes below zero by the chunk that spent it; see `crate::scheduler`).
+    pub(crate) urgent_credit: (f64, Time),
     /// Per substream, the newest chunk held and its publication time.
     pub(crate) newest: [Option<(u64, Time)>; SUBSTREAMS],
     /// Per substream, the neighbour slots subscribed to it from us.
@@ -351,6 +358,7 @@ impl Node {
             origins: 0,
             projection: Vec::new(),
             newcomer_credit: (Duration::ZERO, now),
+            urgent_credit: (0.0, now),
             next_status: now,
             pending_connects: Vec::new(),
             uplink_free_at: now,
@@ -651,7 +659,8 @@ impl Node {
                     }
                 }
             }
-            Control::Request(id) => {
+            Control::Request(id) | Control::Urgent(id) => {
+                let urgent = matches!(msg, Control::Urgent(_));
                 // A request for a chunk already on its way to the peer is moot.
                 let on_its_way = self.locate(&id).is_some_and(|(t, seq)| {
                     self.neighbours
@@ -675,7 +684,7 @@ impl Node {
                 if self.config.policy == Policy::Fjord
                     && self
                         .locate(&id)
-                        .is_some_and(|(t, seq)| self.refuses_request(now, slot, t, seq))
+                        .is_some_and(|(t, seq)| self.refuses_request(now, slot, t, seq, urgent))
                 {
                     self.send_control(slot, Control::Cancel(id));
                     return;
@@ -697,6 +706,12 @@ impl Node {
                     && !n.requests.contains(&(t, seq))
                 {
                     n.requests.push((t, seq));
+                    if urgent {
+                        if n.urgent.len() >= crate::neighbours::MAX_REQUESTS {
+                            n.urgent.remove(0);
+                        }
+                        n.urgent.push((t, seq));
+                    }
                 }
             }
             Control::Cancel(id) => {

@@ -84,6 +84,9 @@ pub enum Control {
     },
     /// Please send this chunk (repair).
     Request(ChunkId),
+    /// Please send this chunk ahead of others: a [`Control::Request`] from a node that other
+    /// holders already refused, so the chunk is about to be missed (see `crate::repair`).
+    Urgent(ChunkId),
     /// Do not send this chunk, or stop sending it: the sender has it already or no longer
     /// needs it.
     Cancel(ChunkId),
@@ -164,6 +167,7 @@ mod kind {
     pub(super) const SUBSCRIBE: u8 = 0x08;
     pub(super) const REFUSE: u8 = 0x09;
     pub(super) const STATUS: u8 = 0x0a;
+    pub(super) const URGENT: u8 = 0x0b;
     pub(super) const MANIFEST: u8 = 0x10;
     pub(super) const CHUNK: u8 = 0x11;
 }
@@ -177,9 +181,11 @@ impl Control {
     pub fn encoded_len(&self) -> usize {
         1 + match self {
             Control::Hello(_) => HELLO_LEN,
-            Control::Have(_) | Control::Request(_) | Control::Cancel(_) | Control::Ack(_) => {
-                CHUNK_ID_LEN
-            }
+            Control::Have(_)
+            | Control::Request(_)
+            | Control::Urgent(_)
+            | Control::Cancel(_)
+            | Control::Ack(_) => CHUNK_ID_LEN,
             Control::HaveMap { .. } => HAVE_MAP_LEN,
             Control::Goodbye(_) | Control::Subscribe { .. } | Control::Refuse { .. } => 1,
             Control::Status { .. } => 2 * SUBSTREAMS + 1,
@@ -201,6 +207,7 @@ impl Control {
             }
             Control::Have(c) => id(out, kind::HAVE, c),
             Control::Request(c) => id(out, kind::REQUEST, c),
+            Control::Urgent(c) => id(out, kind::URGENT, c),
             Control::Cancel(c) => id(out, kind::CANCEL, c),
             Control::Ack(c) => id(out, kind::ACK, c),
             Control::HaveMap {
@@ -313,12 +320,13 @@ impl Frame {
                     upload_bps: u64_at(2),
                 })
             }
-            kind::HAVE | kind::REQUEST | kind::CANCEL | kind::ACK => {
+            kind::HAVE | kind::REQUEST | kind::URGENT | kind::CANCEL | kind::ACK => {
                 need(CHUNK_ID_LEN)?;
                 let id = chunk_id();
                 match k {
                     kind::HAVE => Control::Have(id),
                     kind::REQUEST => Control::Request(id),
+                    kind::URGENT => Control::Urgent(id),
                     kind::CANCEL => Control::Cancel(id),
                     _ => Control::Ack(id),
                 }
@@ -400,6 +408,7 @@ mod tests {
                 })),
             arb_id().prop_map(Control::Have),
             arb_id().prop_map(Control::Request),
+            arb_id().prop_map(Control::Urgent),
             arb_id().prop_map(Control::Cancel),
             arb_id().prop_map(Control::Ack),
             (any::<u64>(), any::<u8>(), any::<u64>(), any::<u64>()).prop_map(

@@ -179,6 +179,7 @@ impl Node {
         // Reused between picks: this runs each time the uplink frees.
         let mut queue = std::mem::take(&mut self.projection);
         queue.clear();
+        let urgent_ok = project && self.urgent_budget(now);
         for (j, n) in self.neighbours.iter() {
             for &(t, seq) in &n.requests {
                 let Some(store) = self.tracks.get(t) else {
@@ -221,7 +222,8 @@ impl Node {
                 let onward = -((n.onward * 1000.0) as i64);
                 let key = if project && n.starving() {
                     (0, newest, onward)
-                } else if urgent {
+                } else if urgent || (urgent_ok && n.urgent.contains(&(t, seq))) {
+                    // Fjord trees' urgent repairs, and Fjord's urgent requests within budget.
                     (1, s.deadline.as_micros(), 0)
                 } else {
                     (2, newest, onward)
@@ -295,9 +297,30 @@ impl Node {
                 self.send_control(j, Control::Cancel(id));
             }
         }
-        let (_, j, t, seq) = best?;
+        let (key, j, t, seq) = best?;
+        if project && key.0 == 1 {
+            let bytes = self.tracks[t]
+                .get(seq)
+                .and_then(|s| s.chunk.as_ref())
+                .map_or(0, |c| c.len());
+            self.urgent_credit.0 -= transmission_time(bytes, self.config.upload_bps).as_secs_f64();
+        }
         self.stats.requests_served += 1;
         Some((j, t, seq))
+    }
+
+    /// Whether the budget for urgent requests lets one go ahead now. It accrues
+    /// [`Config::urgent_share`] of the uplink's time and banks at most that share of a
+    /// second; the chunk that spends it may take it below zero, so over time urgent requests
+    /// take no more than that share, whatever neighbours mark urgent.
+    ///
+    /// [`Config::urgent_share`]: crate::node::Config::urgent_share
+    fn urgent_budget(&mut self, now: Time) -> bool {
+        let share = self.config.urgent_share;
+        let (credit, at) = self.urgent_credit;
+        let credit = (credit + now.saturating_since(at).as_secs_f64() * share).min(share);
+        self.urgent_credit = (credit, now);
+        share > 0.0 && credit > 0.0
     }
 
     /// Fjord's pushes: the newest chunk that a child subscribed to its substream lacks, to the

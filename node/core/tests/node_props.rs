@@ -80,6 +80,7 @@ enum Action {
     Have(u64, u64),
     HaveMap(u64, u64, u64),
     Request(u64, u64),
+    Urgent(u64, u64),
     Cancel(u64, u64),
     Ack(u64, u64),
     Incoming(u64, u64),
@@ -102,6 +103,7 @@ fn action() -> impl Strategy<Value = Action> {
         4 => (p.clone(), s.clone()).prop_map(|(p, s)| Action::Have(p, s)),
         1 => (p.clone(), s.clone(), any::<u64>()).prop_map(|(p, b, m)| Action::HaveMap(p, b, m)),
         3 => (p.clone(), s.clone()).prop_map(|(p, s)| Action::Request(p, s)),
+        1 => (p.clone(), s.clone()).prop_map(|(p, s)| Action::Urgent(p, s)),
         2 => (p.clone(), s.clone()).prop_map(|(p, s)| Action::Cancel(p, s)),
         3 => (p.clone(), s.clone()).prop_map(|(p, s)| Action::Ack(p, s)),
         2 => (p.clone(), s.clone()).prop_map(|(p, s)| Action::Incoming(p, s)),
@@ -189,7 +191,9 @@ impl Harness {
             }
             // A request revokes the peer's earlier claims about that chunk, unless the chunk is
             // already on its way to it.
-            Control::Request(id) if !view.in_flight.contains(&id.sequence) => {
+            Control::Request(id) | Control::Urgent(id)
+                if !view.in_flight.contains(&id.sequence) =>
+            {
                 view.has.remove(&id.sequence);
             }
             _ => {}
@@ -253,6 +257,7 @@ impl Harness {
                 )
             }
             Action::Request(p, s) => self.control(p, Control::Request(Self::id(back(s)))),
+            Action::Urgent(p, s) => self.control(p, Control::Urgent(Self::id(back(s)))),
             Action::Cancel(p, s) => self.control(p, Control::Cancel(Self::id(back(s)))),
             Action::Ack(p, s) => self.control(p, Control::Ack(Self::id(back(s)))),
             Action::Goodbye(p) => {
@@ -431,6 +436,11 @@ fn long_random_run_stays_bounded() {
 fn fjord_viewer(upload: u64, now: Time) -> Node {
     let mut config = Config::viewer(upload);
     config.policy = Policy::Fjord;
+    fjord_node(config, now)
+}
+
+/// A node with `config` created at `now`, holding the manifest.
+fn fjord_node(config: Config, now: Time) -> Node {
     let mut node = Node::new(config, 1, now);
     node.handle(
         now,
@@ -444,7 +454,11 @@ fn fjord_viewer(upload: u64, now: Time) -> Node {
 
 /// [`fjord_viewer`] with `PEERS` greeted neighbours (1 Mbit/s viewers, 40 ms RTT).
 fn fjord_viewer_with_peers(upload: u64, now: Time) -> Node {
-    let mut node = fjord_viewer(upload, now);
+    greet_peers(fjord_viewer(upload, now), now)
+}
+
+/// `node` with `PEERS` greeted neighbours (1 Mbit/s viewers, 40 ms RTT) at `now`.
+fn greet_peers(mut node: Node, now: Time) -> Node {
     for p in 0..PEERS {
         node.handle(
             now,
@@ -472,7 +486,12 @@ fn fjord_viewer_with_peers(upload: u64, now: Time) -> Node {
 /// [`fjord_viewer_with_peers`] holding `chunks`, its neighbours no newcomers (each announced
 /// an old chunk, so none has its first chunk served first), its outputs so far drained.
 fn fjord_holder(upload: u64, now: Time, chunks: &[Chunk]) -> Node {
-    let mut node = fjord_viewer_with_peers(upload, now);
+    hold(fjord_viewer_with_peers(upload, now), now, chunks)
+}
+
+/// `node` (with `PEERS` greeted neighbours) holding `chunks` at `now`, its neighbours no
+/// newcomers, its outputs so far drained.
+fn hold(mut node: Node, now: Time, chunks: &[Chunk]) -> Node {
     for p in 0..PEERS {
         let msg = Control::Have(Harness::id(98));
         node.handle(
@@ -951,5 +970,126 @@ fn the_origin_does_not_count_copies_to_a_silent_neighbour() {
     assert_ne!(
         silent[0], silent[1],
         "the second copy goes to another neighbour"
+    );
+}
+
+/// An urgent request (its requester was refused by four holders already) goes ahead of the
+/// newest-first order while the holder's budget for them lasts: with 0.4 of the uplink's
+/// time banked (400 ms, about 12 copies here) all three go first; with 0.05 (50 ms) the
+/// first two do (the second takes the budget below zero), the third waits its turn; with no
+/// budget all three wait for the newer chunk's requests, as plain requests do.
+#[test]
+fn urgent_requests_go_ahead_of_newer_chunks_within_a_budget() {
+    let f = fixture();
+    let (older, newer) = (f.chunks[99].clone(), f.chunks[100].clone());
+    let now = Time::from_micros(newer.meta().published_at_us + 10_000);
+    for (share, ahead) in [(0.4, 3), (0.05, 2), (0.0, 0)] {
+        let mut config = Config::viewer(2_000_000);
+        config.policy = Policy::Fjord;
+        config.urgent_share = share;
+        // Created a second earlier: the budget is banked when the requests come.
+        let node = fjord_node(config, now - Duration::from_secs(1));
+        let mut node = hold(greet_peers(node, now), now, &[older.clone(), newer.clone()]);
+        // Peer 0 takes the uplink; peers 1 and 2 ask for the newest chunk, peers 3 to 5 send
+        // urgent requests for the older one.
+        for (p, msg) in [
+            (0, Control::Request(Harness::id(100))),
+            (1, Control::Request(Harness::id(100))),
+            (2, Control::Request(Harness::id(100))),
+            (3, Control::Urgent(Harness::id(99))),
+            (4, Control::Urgent(Harness::id(99))),
+            (5, Control::Urgent(Harness::id(99))),
+        ] {
+            let peer = PeerId(p);
+            node.handle(now, Input::Control { peer, msg });
+        }
+        let mut order = Vec::new();
+        let mut t = now;
+        while order.len() < PEERS as usize && t < now + Duration::from_secs(1) {
+            let mut acks = Vec::new();
+            while let Some(out) = node.poll_output() {
+                match out {
+                    Output::Chunk { peer, chunk, .. } => {
+                        order.push(chunk.meta().id().sequence);
+                        acks.push((peer, chunk.meta().id()));
+                    }
+                    Output::Control {
+                        msg: Control::Cancel(c),
+                        peer,
+                    } => panic!("share {share}: peer {} refused {c:?}", peer.0),
+                    _ => {}
+                }
+            }
+            for (peer, id) in acks {
+                let msg = Control::Ack(id);
+                node.handle(t, Input::Control { peer, msg });
+            }
+            t = t + Duration::from_millis(1);
+            node.handle_timeout(t);
+        }
+        let mut expected = vec![100];
+        expected.extend(std::iter::repeat_n(99, ahead));
+        expected.extend([100, 100]);
+        expected.extend(std::iter::repeat_n(99, 3 - ahead));
+        assert_eq!(order, expected, "share {share}");
+    }
+}
+
+/// A requester refused by four holders sends its fifth and later asks for that chunk as
+/// `Urgent`; the first four are plain requests.
+#[test]
+fn a_chunk_refused_by_four_holders_is_asked_for_urgently() {
+    let f = fixture();
+    let id = Harness::id(101);
+    let now = Time::from_micros(f.chunks[101].meta().published_at_us + 10_000);
+    // It holds chunk 100, so it knows deadlines; every neighbour announces chunk 101.
+    let mut node = fjord_holder(2_000_000, now, &[f.chunks[100].clone()]);
+    for p in 0..PEERS {
+        let msg = Control::Have(id);
+        node.handle(
+            now,
+            Input::Control {
+                peer: PeerId(p),
+                msg,
+            },
+        );
+    }
+    let mut asks = Vec::new();
+    let mut t = now;
+    while asks.len() < PEERS as usize && t < now + Duration::from_secs(1) {
+        let mut refuse = Vec::new();
+        while let Some(out) = node.poll_output() {
+            if let Output::Control { peer, msg } = out {
+                match msg {
+                    Control::Request(c) if c == id => asks.push((peer.0, false)),
+                    Control::Urgent(c) if c == id => asks.push((peer.0, true)),
+                    _ => continue,
+                }
+                refuse.push(peer);
+            }
+        }
+        for peer in refuse {
+            node.handle(
+                t,
+                Input::Control {
+                    peer,
+                    msg: Control::Cancel(id),
+                },
+            );
+        }
+        t = t + Duration::from_millis(1);
+        node.handle_timeout(t);
+    }
+    let urgent: Vec<bool> = asks.iter().map(|a| a.1).collect();
+    assert_eq!(
+        urgent,
+        [false, false, false, false, true, true],
+        "asks {asks:?}"
+    );
+    let holders: BTreeSet<u64> = asks.iter().map(|a| a.0).collect();
+    assert_eq!(
+        holders.len(),
+        PEERS as usize,
+        "each holder asked once: {asks:?}"
     );
 }
