@@ -885,6 +885,29 @@ impl Driver {
         self.offer(candidates);
     }
 
+    /// Offers up to `n` peers of the DHT's routing table. The bootstrap peer's first answer
+    /// fills it before the node needs anyone else, while nobody is wanted yet; a newcomer that
+    /// its bootstrap peer then refuses (full) would otherwise wait for a provider lookup.
+    fn offer_routing_table(&mut self, n: usize) {
+        if !self.discovery {
+            return;
+        }
+        let known: Vec<PeerId> = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .flat_map(|b| {
+                b.iter()
+                    .map(|e| *e.node.key.preimage())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|p| !self.links.contains_key(p))
+            .take(n)
+            .collect();
+        self.offer(known);
+    }
+
     fn offer(&mut self, peers: Vec<PeerId>) {
         let ids: Vec<fjord_core::PeerId> = peers
             .into_iter()
@@ -1298,6 +1321,7 @@ impl Driver {
                 Output::Deliver(chunk) => self.deliver(chunk),
                 Output::WantPeers(n) => {
                     self.wanted = n;
+                    self.offer_routing_table(n);
                     self.lookup_providers();
                 }
             }

@@ -760,11 +760,21 @@ impl Node {
                     self.choose_parents(now);
                 }
             }
-            Control::Goodbye(_) => {
+            Control::Goodbye(reason) => {
                 let peer = self.neighbours.get(slot).map(|n| n.peer);
                 self.drop_neighbour(now, slot);
                 if let Some(peer) = peer {
                     self.emit(Output::Disconnect(peer));
+                }
+                // A newcomer asks for candidates now rather than at the next maintenance:
+                // refused by its bootstrap peer (full), it otherwise waited up to a
+                // maintenance interval before dialling anyone else.
+                let have = self.neighbours.len();
+                if reason == GoodbyeReason::Full
+                    && self.holds_nothing()
+                    && have < self.config.min_neighbours
+                {
+                    self.emit(Output::WantPeers(self.config.max_neighbours - have));
                 }
             }
         }
