@@ -897,11 +897,7 @@ impl Driver {
             .behaviour_mut()
             .kad
             .kbuckets()
-            .flat_map(|b| {
-                b.iter()
-                    .map(|e| *e.node.key.preimage())
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|b| b.iter().map(|e| *e.node.key.preimage()).collect::<Vec<_>>())
             .filter(|p| !self.links.contains_key(p))
             .take(n)
             .collect();

@@ -38,6 +38,12 @@ fn eight_real_nodes_over_an_emulated_wan_keep_continuity() {
         let (j, s) = (j.as_f64().unwrap(), s.as_f64().unwrap());
         assert!(j > 0.0 && j <= s, "join {j} ms against start-up {s} ms");
     }
+    // The machine's CPU over the run: it shares the cores with every node.
+    let cpu = report["cpu"]
+        .as_array()
+        .expect("CPU shares from /proc/stat");
+    let (busy, stolen) = (cpu[0].as_f64().unwrap(), cpu[1].as_f64().unwrap());
+    assert!(busy > 0.0 && busy <= 1.0 && (0.0..=1.0).contains(&stolen) && busy + stolen <= 1.0);
     assert!(
         report["predicted"].is_array(),
         "the simulator's prediction is beside it"

@@ -18,6 +18,7 @@
 //! Everything runs as root, uses only namespaces and devices named `fjemu*`, and removes them
 //! on exit, on Ctrl-C and (at the next start) after a crash.
 
+pub mod cpu;
 pub mod netns;
 pub mod router;
 
@@ -82,6 +83,9 @@ pub struct EmuReport {
     pub recovery_s: Option<f64>,
     /// Router counters: forwarded, lost, dropped at a full queue.
     pub packets: [u64; 3],
+    /// The machine's CPU over the run: the busy share and the share stolen by the host
+    /// (see [`cpu`]); `None` without `/proc/stat`.
+    pub cpu: Option<(f64, f64)>,
     /// The simulator's prediction: continuity, delay p50/p95/p99 ms, origin egress.
     pub predicted: Option<(f64, [f64; 3], f64)>,
     /// The simulator's prediction of `after_kill` (it kills the same nodes).
@@ -346,6 +350,7 @@ async fn run_inner(
     .await?
     .context("the origin did not start (see its log)")?;
     let started = Instant::now();
+    let cpu_start = cpu::CpuTimes::now();
     let t0_us = wall_us();
     let warmup_end_us = t0_us + (sc.warmup_s * 1e6) as u64;
     let mut nodes: Vec<Option<Proc>> = (0..n).map(|_| None).collect();
@@ -485,6 +490,9 @@ async fn run_inner(
             );
         }
     }
+    let cpu = cpu_start
+        .zip(cpu::CpuTimes::now())
+        .and_then(|(a, b)| a.shares_until(&b));
     // Final reads: one more second, so every status file is current.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     for p in nodes.iter_mut().flatten().filter(|p| p.alive) {
@@ -624,6 +632,7 @@ async fn run_inner(
             stats.lost.load(std::sync::atomic::Ordering::Relaxed),
             stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
         ],
+        cpu,
         predicted,
         predicted_after_kill,
         predicted_recovery_s,
@@ -719,6 +728,14 @@ pub fn table(r: &EmuReport) -> String {
         "| packets forwarded / lost / dropped at queues | {} / {} / {} | - |",
         r.packets[0], r.packets[1], r.packets[2]
     );
+    if let Some((busy, stolen)) = r.cpu {
+        let _ = writeln!(
+            out,
+            "| machine CPU busy / stolen by the host | {:.0}% / {:.0}% | - |",
+            busy * 100.0,
+            stolen * 100.0
+        );
+    }
     out
 }
 
