@@ -885,11 +885,14 @@ impl Driver {
         self.offer(candidates);
     }
 
-    /// Offers up to `n` peers of the DHT's routing table. The bootstrap peer's first answer
-    /// fills it before the node needs anyone else, while nobody is wanted yet; a newcomer that
-    /// its bootstrap peer then refuses (full) would otherwise wait for a provider lookup.
+    /// Offers up to `n` peers of the DHT's routing table to a node left without neighbours
+    /// and holding no chunk: the bootstrap peer's first answer fills the table before the node
+    /// needs anyone else, while nobody is wanted yet, and a newcomer that its bootstrap peer
+    /// then refuses (full) would otherwise wait for a provider lookup. Nodes with neighbours
+    /// keep to the lookups.
     fn offer_routing_table(&mut self, n: usize) {
-        if !self.discovery {
+        let footprint = self.core.footprint();
+        if !self.discovery || footprint.neighbours > 0 || footprint.chunks > 0 {
             return;
         }
         let known: Vec<PeerId> = self

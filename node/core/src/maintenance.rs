@@ -11,7 +11,8 @@
 //! - A share of slots ([`Config::protected_share`]), drawn at random when the link opens, is
 //!   never dropped for its score: those links keep the mesh an expander rather than a clique of
 //!   the best-connected.
-//! - Below [`Config::min_neighbours`] the node asks discovery for candidates.
+//! - Below [`Config::min_neighbours`] the node asks discovery for candidates; a newcomer
+//!   refused by a full peer asks at once, not at the next maintenance.
 //!
 //! [`Config::maintenance_interval`]: crate::node::Config::maintenance_interval
 //! [`Config::idle_timeout`]: crate::node::Config::idle_timeout

@@ -114,7 +114,7 @@ impl Config {
             idle_timeout: Duration::from_secs(20),
             protected_share: 0.25,
             abort_frees_uplink: true,
-            urgent_share: 0.4,
+            urgent_share: 0.2,
         }
     }
 
