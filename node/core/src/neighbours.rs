@@ -48,8 +48,9 @@ pub(crate) struct Neighbour {
     pub(crate) in_flight_bytes: usize,
     /// Chunks it asked for that we have not sent yet: (track index, seq).
     pub(crate) requests: Vec<(usize, u64)>,
-    /// Which of `requests` it sent as [`Control::Urgent`](crate::proto::Control::Urgent) (at
-    /// most [`MAX_REQUESTS`]; an entry no longer in `requests` means nothing).
+    /// Which of `requests` it sent as [`Control::Urgent`](crate::proto::Control::Urgent):
+    /// pruned to `requests` whenever one is added, so never more than [`MAX_REQUESTS`]; an
+    /// entry no longer in `requests` means nothing.
     pub(crate) urgent: Vec<(usize, u64)>,
     /// Push priority: how fast it will spread what it gets (higher first).
     pub(crate) onward: f64,

@@ -705,11 +705,12 @@ impl Node {
                     && n.requests.len() < crate::neighbours::MAX_REQUESTS
                     && !n.requests.contains(&(t, seq))
                 {
+                    // Forget marks of requests since served or withdrawn, and this chunk's
+                    // earlier mark: a plain request for it now is not urgent.
+                    let requests = &n.requests;
+                    n.urgent.retain(|r| *r != (t, seq) && requests.contains(r));
                     n.requests.push((t, seq));
                     if urgent {
-                        if n.urgent.len() >= crate::neighbours::MAX_REQUESTS {
-                            n.urgent.remove(0);
-                        }
                         n.urgent.push((t, seq));
                     }
                 }
