@@ -37,6 +37,9 @@ struct Overrides {
     /// Override the seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Override the stream's target latency (each chunk's deadline after its publication), ms.
+    #[arg(long)]
+    target_latency: Option<u32>,
     /// Kill a share of the initial viewers at once, this many seconds after the start (as
     /// `emulate --kill-at` does); their neighbours notice after the node's idle timeout.
     #[arg(long)]
@@ -135,6 +138,9 @@ fn load(path: &Path, peers: Option<usize>, o: &Overrides) -> Result<Scenario> {
     }
     if let Some(s) = o.seed {
         sc.seed = s;
+    }
+    if let Some(l) = o.target_latency {
+        sc.stream.target_latency_ms = l;
     }
     if let Some(p) = &o.policies {
         sc.policies = p.clone();

@@ -131,3 +131,40 @@ fn a_mass_kill_is_measured_on_the_survivors() {
     assert!(all.after_kill.is_empty(), "{:?}", all.after_kill);
     assert!(all.continuity >= 0.99, "continuity {:.4}", all.continuity);
 }
+
+/// Continuity printed in the one `fjord` row of `fjord-sim run`'s table.
+fn cli_continuity(args: &[&str]) -> Result<f64, String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fjord-sim"))
+        .arg("run")
+        .arg(scenarios().join("small.toml"))
+        .args(["--duration", "25", "--policies", "fjord"])
+        .args(args)
+        .output()
+        .expect("fjord-sim runs");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| small |"))
+        .expect("a table row");
+    let cell = row.split('|').nth(4).expect("continuity column").trim();
+    Ok(cell
+        .trim_end_matches('%')
+        .parse::<f64>()
+        .expect("a percentage")
+        / 100.0)
+}
+
+#[test]
+fn target_latency_is_overridden_from_the_command_line_and_checked() {
+    let default = cli_continuity(&[]).unwrap();
+    let short = cli_continuity(&["--target-latency", "400"]).unwrap();
+    // 400 ms is less than most chunks need to reach a peer (the bound's p99 is 454 ms here),
+    // so most deadlines pass first; at the scenario's 3 s nearly every chunk is in time.
+    assert!(default > 0.99, "default target latency: {default}");
+    assert!(short < 0.5, "400 ms target latency: {short}");
+    let err = cli_continuity(&["--target-latency", "100000"]).unwrap_err();
+    assert!(err.contains("target_latency_ms must be under"), "{err}");
+}
