@@ -250,6 +250,7 @@ impl<'s> Engine<'s> {
         c.policy = self.policy;
         c.repair_patience = Duration::from_millis(n.repair_patience_ms);
         c.push_horizon = Duration::from_millis(n.push_horizon_ms);
+        c.urgent_share = n.urgent_share;
         c
     }
 

@@ -232,6 +232,9 @@ pub struct NodeSettings {
     pub repair_patience_ms: u64,
     /// Pushes only for chunks younger than this, ms.
     pub push_horizon_ms: u64,
+    /// Share of a viewer's uplink time that urgent requests may take ahead of newer chunks
+    /// (0 turns urgent service off; see `fjord-core`'s scheduler).
+    pub urgent_share: f64,
 }
 
 impl Default for Scenario {
@@ -304,6 +307,7 @@ impl Default for NodeSettings {
             origin_neighbours: o.max_neighbours,
             repair_patience_ms: v.repair_patience.as_millis() as u64,
             push_horizon_ms: v.push_horizon.as_millis() as u64,
+            urgent_share: v.urgent_share,
         }
     }
 }
@@ -370,6 +374,9 @@ impl Scenario {
             >= (fjord_core::store::BEHIND - 1) * u64::from(self.stream.chunk_ms)
         {
             return bad("target_latency_ms must be under 47 chunk durations (the store window)");
+        }
+        if !(0.0..=1.0).contains(&self.node.urgent_share) {
+            return bad("node.urgent_share must be in [0, 1]");
         }
         if !(0.0..0.5).contains(&self.network.loss) {
             return bad("loss must be in [0, 0.5)");

@@ -88,6 +88,11 @@ fn scenario_files_parse_and_typos_are_refused() {
     std::fs::write(&bad, "peers = 10\npeeers = 20\n").unwrap();
     let err = Scenario::load(&bad).unwrap_err().to_string();
     assert!(err.contains("peeers"), "{err}");
+    std::fs::write(&bad, "[node]\nurgent_share = 1.5\n").unwrap();
+    let err = Scenario::load(&bad).unwrap_err().to_string();
+    assert!(err.contains("urgent_share"), "{err}");
+    std::fs::write(&bad, "[node]\nurgent_share = 0.1\n").unwrap();
+    assert_eq!(Scenario::load(&bad).unwrap().node.urgent_share, 0.1);
 }
 
 /// No patience at all is a legal setting and must not stall virtual time: it once made a node
