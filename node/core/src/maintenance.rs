@@ -80,9 +80,8 @@ impl Node {
             n.useful_from /= 2;
             n.useful_to /= 2;
         }
-        let have = self.neighbours.len();
-        if have < min {
-            self.emit(Output::WantPeers(self.config.max_neighbours - have));
+        if self.neighbours.len() < min {
+            self.want_peers();
         }
         if self.config.policy == Policy::FjordTrees {
             self.choose_parents(now);

@@ -770,12 +770,11 @@ impl Node {
                 // A newcomer asks for candidates now rather than at the next maintenance:
                 // refused by its bootstrap peer (full), it otherwise waited up to a
                 // maintenance interval before dialling anyone else.
-                let have = self.neighbours.len();
                 if reason == GoodbyeReason::Full
                     && self.holds_nothing()
-                    && have < self.config.min_neighbours
+                    && self.neighbours.len() < self.config.min_neighbours
                 {
-                    self.emit(Output::WantPeers(self.config.max_neighbours - have));
+                    self.want_peers();
                 }
             }
         }
@@ -858,6 +857,15 @@ impl Node {
         self.origins = slots(&|h| h.role == Role::Origin);
         // Not the origin: it serves no requests, so a reservation there only earns a refusal.
         self.spreaders = slots(&|h| h.role != Role::Origin && stream > 0 && h.upload_bps >= stream);
+    }
+
+    /// Asks discovery for enough candidates to fill every free neighbour slot.
+    pub(crate) fn want_peers(&mut self) {
+        let free = self
+            .config
+            .max_neighbours
+            .saturating_sub(self.neighbours.len());
+        self.emit(Output::WantPeers(free));
     }
 
     /// Whether this node holds nothing yet (no track has a verified chunk): it knows no
