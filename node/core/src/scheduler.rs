@@ -59,7 +59,8 @@
 //!   on `emu30`, of 3 kept half the duplicates; applying the cap at admission lost 1-2 points.)
 //!
 //! The origin pushes (its capped upload is the only way new chunks enter the mesh): the newest
-//! chunk to a neighbour drawn in proportion to its onward value, and it serves no requests.
+//! chunk to a neighbour drawn in proportion to the eighth power of its onward value, so in
+//! effect to one of its fastest neighbours at random, and it serves no requests.
 //! A newcomer among its neighbours (greeted, holding nothing yet) gets the next push first,
 //! within a budget of a quarter of the origin's upload (a second's worth banked): the origin
 //! is every newcomer's first link where it is the bootstrap peer, and otherwise the newcomer
@@ -75,9 +76,25 @@
 //! flash crowd, however they found their neighbours. Simulator (before its downlink fix),
 //! `ri12-churn`, N = 1,000: continuity 92.64% -> 92.58%, start-up p50 / p95 449 / 682 ->
 //! 445 / 655 ms (3 seeds): the origin's neighbours turn over little.
-//! (Drawing among spreaders only, or in proportion to the cube of the onward value, moved
-//! continuity by -0.4 to +1.2 points over three seeds at N = 100 and 1,000: within the noise,
-//! so not taken.)
+//! The draw leans that hard on upload because a fresh chunk's first copies decide how fast
+//! it spreads: the simulator's per-hop output on `emu30` showed the second hop's copies
+//! taking 203 ms to transfer on average, a quarter of the origin's copies having gone to
+//! 0.75x peers, which need 267 ms to pass on a 200 ms chunk. Simulator, 60 s, seeds 1-4
+//! (`ri12` N = 10,000 and `ri12-churn` N = 10,000: seed 1), weight in proportion to the onward
+//! value to the power 1 / 3 / 8 / 20:
+//!
+//! | | 1 | 3 | 8 | 20 |
+//! |---|---|---|---|---|
+//! | `ri12` N = 100 | 99.93% | - | 99.95% | - |
+//! | `ri12` N = 1,000 | 98.46% | 98.88% | 99.05% | 98.90% |
+//! | `ri12` N = 10,000 | 92.55% | - | 93.44% | - |
+//! | `ri12-churn` N = 1,000 | 94.79% | 96.03% | 96.27% | 95.99% |
+//! | `ri12-churn` N = 10,000 | 84.03% | - | 85.95% | - |
+//!
+//! (In session 5, before urgent requests and the newcomer rules, the cube and drawing among
+//! spreaders only had moved continuity by -0.4 to +1.2 points over three seeds: within the
+//! noise then.) Copies of one chunk still go to different fast neighbours: the origin never
+//! sends a chunk twice to the same neighbour, and a viewer that got it announces it.
 //! A copy counts as delivered only while its acknowledgement may still come (its transmission,
 //! two round trips and 300 ms): a neighbour past that is silent, gets no pushes and does not
 //! count as holding what it was sent. After a mass crash the origin otherwise sent a fresh
@@ -129,6 +146,10 @@ use crate::tree::substream;
 /// Chunk durations a request may wait in a holder's queue while it would still have as much
 /// slack left when served: beyond that it is refused at once (see the module documentation).
 const MAX_QUEUE_WAIT_CHUNKS: u64 = 2;
+
+/// The power of a neighbour's onward value that weighs the origin's draw of where a fresh
+/// chunk goes: in effect, to one of its fastest neighbours (see the module documentation).
+const ORIGIN_PUSH_EXPONENT: i32 = 8;
 
 /// The largest share of the origin's upload that goes to newcomers' first chunks.
 const NEWCOMER_SHARE: f64 = 0.25;
@@ -383,14 +404,14 @@ impl Node {
     }
 
     /// Fjord's pushes: the newest useful chunk younger than [`Config::push_horizon`], to a
-    /// receiver drawn with probability proportional to its onward value: the origin's way of
-    /// injecting chunks.
+    /// receiver drawn with probability proportional to its onward value to the power
+    /// [`ORIGIN_PUSH_EXPONENT`]: the origin's way of injecting chunks.
     ///
-    /// Drawn rather than the best every time: all senders around a receiver rank it the same
-    /// way, so "always the best" sends every fresh chunk from several senders to the same top
-    /// uploader at once, and all but one copy are wasted (measured: about a quarter of all
-    /// transfers aborted at N = 100). A weighted draw keeps the snowball bias and spreads the
-    /// senders out.
+    /// Drawn rather than the best every time: when viewers pushed too, all senders around a
+    /// receiver ranked it the same way, so "always the best" sent every fresh chunk from
+    /// several senders to the same top uploader at once, and all but one copy were wasted
+    /// (measured: about a quarter of all transfers aborted at N = 100). The draw also keeps
+    /// the fastest neighbours' turns random, so no single one carries every chunk's first copy.
     ///
     /// [`Config::push_horizon`]: crate::node::Config::push_horizon
     fn pick_push(&mut self, now: Time) -> Option<(usize, usize, u64)> {
@@ -467,7 +488,9 @@ impl Node {
         }
         let neighbours = &self.neighbours;
         let chosen = self.rng.draw(eligible, |j| {
-            neighbours.get(j).map_or(0.0, |n| n.onward.max(0.01))
+            neighbours
+                .get(j)
+                .map_or(0.0, |n| n.onward.max(0.01).powi(ORIGIN_PUSH_EXPONENT))
         })?;
         Some((chosen, t, seq))
     }
