@@ -60,8 +60,8 @@
 //!   Session 11, with the origin's draw below, 60 s: a cap of 1 chunk duration cut duplicates
 //!   from about 2% to 0.4% and `emu30`'s p95 delay by 80 ms, and gave `ri12` 99.98% / 99.08%
 //!   against 99.95% / 99.05% at N = 100 / 1,000 over 4 seeds, but `ri12-churn` 94.86% against
-//!   96.27% at N = 1,000 and 78.48% against 85.95% at N = 10,000: refused requesters with
-//!   churn around them find no better holder.)
+//!   96.27% at N = 1,000 and 78.48% against 85.95% at N = 10,000 (why churn turns it into a
+//!   loss was not looked into).)
 //!
 //! The origin pushes (its capped upload is the only way new chunks enter the mesh): the newest
 //! chunk to a neighbour drawn in proportion to the eighth power of its onward value, so in
