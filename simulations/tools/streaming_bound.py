@@ -22,8 +22,10 @@ The largest share of peers holding the chunk D after publication is an upper bou
 share of (chunk, peer) pairs delivered within D by any schedule; the q-quantile bound is
 the smallest D at which that share reaches q.
 
-Usage (needs scipy: `python3 -m venv /tmp/venv && /tmp/venv/bin/pip install scipy`):
-    python3 simulations/tools/streaming_bound.py [N ...]
+Usage (needs scipy, which the project does not install; for example in a virtual
+environment: `python3 -m venv /tmp/venv && /tmp/venv/bin/pip install scipy`), about a
+minute per N:
+    /tmp/venv/bin/python3 simulations/tools/streaming_bound.py [N ...]
 """
 import math
 import sys
