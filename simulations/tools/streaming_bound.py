@@ -23,8 +23,8 @@ share of (chunk, peer) pairs delivered within D by any schedule; the q-quantile 
 the smallest D at which that share reaches q.
 
 Usage (needs scipy, which the project does not install; for example in a virtual
-environment: `python3 -m venv /tmp/venv && /tmp/venv/bin/pip install scipy`), about a
-minute per N:
+environment: `python3 -m venv /tmp/venv && /tmp/venv/bin/pip install scipy`), one or two
+minutes per N:
     /tmp/venv/bin/python3 simulations/tools/streaming_bound.py [N ...]
 """
 import math
