@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""A streaming-aware delay lower bound for the ri12 scenario, as a linear programme.
+"""A streaming-aware delay lower bound for a scenario, as a linear programme.
 
 `simulations/src/bound.rs` bounds delays by the snowball schedule of one chunk given the
 whole upload of every peer. In streaming, each chunk shares that upload with the chunks
 published before and after it. This script asks how much that sharing raises the bound.
 
 Model (every relaxation only makes the bound smaller, so it stays a lower bound):
-- time after a chunk's publication in steps of DT; upload classes as in ri12.toml, the
-  origin at 4x the stream rate;
+- time after a chunk's publication in steps of DT; the upload classes, origin upload, chunk
+  duration and smallest one-way delay (twice the lower access delay) of the scenario file;
 - a copy sent by a class-c holder takes tau/u_c at full rate (serial service dominates any
   sharing of a sender's uplink for store and forward) plus the smallest one-way delay, and
   the sender must hold the chunk when it starts (rounded in the model's favour);
@@ -25,20 +25,34 @@ the smallest D at which that share reaches q.
 Usage (needs scipy, which the project does not install; for example in a virtual
 environment: `python3 -m venv /tmp/venv && /tmp/venv/bin/pip install scipy`), one or two
 minutes per N:
-    /tmp/venv/bin/python3 simulations/tools/streaming_bound.py [N ...]
+    /tmp/venv/bin/python3 simulations/tools/streaming_bound.py SCENARIO.toml [N ...]
 """
 import math
 import sys
+import tomllib
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linprog
 
-TAU = 0.25  # chunk duration, s
 DT = 0.005  # step, s
-D_MIN = 0.004  # smallest one-way delay of ri12's network model (two 2 ms access delays)
-CLASSES = [(0.15, 3.0), (0.25, 1.5), (0.35, 0.85), (0.25, 0.3)]  # (share, upload / rate)
-ORIGIN = 4.0
+# Set from the scenario file by load().
+TAU = 0.0  # chunk duration, s
+D_MIN = 0.0  # smallest one-way delay of the network model, s
+CLASSES = []  # (share, upload / stream rate)
+ORIGIN = 0.0  # origin upload / stream rate
+
+
+def load(path):
+    global TAU, D_MIN, CLASSES, ORIGIN
+    with open(path, "rb") as f:
+        sc = tomllib.load(f)
+    TAU = sc["stream"]["chunk_ms"] / 1000.0
+    if "matrix" in sc["network"]:
+        sys.exit("latency matrices are not supported: give a synthetic network")
+    D_MIN = 2 * sc["network"]["access_ms"][0] / 1000.0
+    CLASSES = [(c["share"], c["upload"]) for c in sc["class"]]
+    ORIGIN = sc["origin_upload"]
 
 
 def best_share(n, horizon, streaming=True):
@@ -118,7 +132,10 @@ def quantile_bound(n, q, streaming):
 
 
 def main():
-    peers = [int(a) for a in sys.argv[1:]] or [100, 1000, 10000]
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    load(sys.argv[1])
+    peers = [int(a) for a in sys.argv[2:]] or [100, 1000, 10000]
     print("| N | p50 bound, one chunk | p50 bound, streaming | p99 bound, one chunk | p99 bound, streaming |")
     print("|---|---|---|---|---|")
     for n in peers:
