@@ -55,6 +55,10 @@ pub struct Stream {
     pub group_ms: u32,
     /// Target latency (publication to deadline), ms.
     pub target_latency_ms: u32,
+    /// Video frames per second. Only the emulator's encoder uses it (the simulator's chunks
+    /// have no frames); there a chunk must hold a whole number of frames (50 ms chunks need
+    /// 20, 40 or 60 frames per second).
+    pub fps: u32,
 }
 
 /// A class of viewers.
@@ -269,6 +273,7 @@ impl Default for Stream {
             chunk_ms: 250,
             group_ms: 1000,
             target_latency_ms: 3000,
+            fps: 30,
         }
     }
 }
@@ -369,6 +374,9 @@ impl Scenario {
         }
         if self.stream.chunk_ms == 0 || self.stream.rate_kbps == 0 {
             return bad("the stream needs a positive rate and chunk duration");
+        }
+        if !(1..=120).contains(&self.stream.fps) {
+            return bad("fps must be from 1 to 120");
         }
         if u64::from(self.stream.target_latency_ms)
             >= (fjord_core::store::BEHIND - 1) * u64::from(self.stream.chunk_ms)

@@ -55,3 +55,46 @@ fn eight_real_nodes_over_an_emulated_wan_keep_continuity() {
         "namespaces left behind"
     );
 }
+
+/// The encoder rounds a chunk to whole frames while the report reckons deadlines from the
+/// scenario's chunk duration, so the emulator refuses a scenario where they would differ
+/// (250 ms at the default 30 frames per second is 7.5 frames) before it starts anything, and
+/// an out-of-range frame rate is refused when the scenario is read.
+#[test]
+fn a_chunk_of_part_frames_is_refused_before_anything_starts() {
+    let sim = env!("CARGO_BIN_EXE_fjord-sim");
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/emu8.toml"))
+        .unwrap();
+    let emulate = |text: String| {
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(sim)
+            .args(["emulate"])
+            .arg(&path)
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "the emulator ran a scenario it must refuse"
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = emulate(base.replace("chunk_ms = 200", "chunk_ms = 250"));
+    assert!(
+        err.contains("not a whole number of frames at 30 fps"),
+        "{err}"
+    );
+    let short = base
+        .replace("chunk_ms = 200", "chunk_ms = 50\nfps = 50")
+        .replace("target_latency_ms = 3000", "target_latency_ms = 2000");
+    let err = emulate(short);
+    assert!(
+        err.contains("not a whole number of frames at 50 fps"),
+        "{err}"
+    );
+    let err = emulate(base.replace("chunk_ms = 200", "chunk_ms = 200\nfps = 0"));
+    assert!(err.contains("fps must be from 1 to 120"), "{err}");
+}

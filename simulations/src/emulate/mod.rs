@@ -207,6 +207,16 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
 
 /// Runs the scenario on real processes; `dir` is the scenario file's folder.
 pub fn run(sc: &Scenario, dir: &Path, opts: &EmulateOptions) -> Result<EmuReport> {
+    // The encoder rounds a chunk to whole frames, and the report's deadlines and delays are
+    // reckoned from the scenario's chunk duration: the two must agree.
+    let frames_ms = u64::from(sc.stream.chunk_ms) * u64::from(sc.stream.fps);
+    if frames_ms % 1000 != 0 {
+        bail!(
+            "a {} ms chunk is not a whole number of frames at {} fps: change chunk_ms or fps",
+            sc.stream.chunk_ms,
+            sc.stream.fps
+        );
+    }
     if !netns::is_root() {
         bail!("the emulator creates network namespaces and TUN devices: run it as root");
     }
@@ -319,6 +329,8 @@ async fn run_inner(
             (rate.saturating_sub(audio)).to_string(),
             "--audio-bitrate".into(),
             audio.to_string(),
+            "--fps".into(),
+            stream.fps.to_string(),
             "--chunk-ms".into(),
             stream.chunk_ms.to_string(),
             "--group-ms".into(),
