@@ -248,7 +248,7 @@ impl<'s> Engine<'s> {
             c
         };
         c.policy = self.policy;
-        c.repair_patience = Duration::from_millis(n.repair_patience_ms);
+        c.repair_patience_chunks = n.repair_patience_chunks;
         c.push_horizon = Duration::from_millis(n.push_horizon_ms);
         c.urgent_share = n.urgent_share;
         c

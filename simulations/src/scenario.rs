@@ -232,8 +232,8 @@ pub struct NodeSettings {
     pub min_neighbours: usize,
     /// Neighbours of the origin.
     pub origin_neighbours: usize,
-    /// Wait before requesting an announced chunk, ms.
-    pub repair_patience_ms: u64,
+    /// Wait before requesting an announced chunk, in chunk durations.
+    pub repair_patience_chunks: f64,
     /// Pushes only for chunks younger than this, ms.
     pub push_horizon_ms: u64,
     /// Share of a viewer's uplink time that urgent requests may take ahead of newer chunks
@@ -310,7 +310,7 @@ impl Default for NodeSettings {
             max_neighbours: v.max_neighbours,
             min_neighbours: v.min_neighbours,
             origin_neighbours: o.max_neighbours,
-            repair_patience_ms: v.repair_patience.as_millis() as u64,
+            repair_patience_chunks: v.repair_patience_chunks,
             push_horizon_ms: v.push_horizon.as_millis() as u64,
             urgent_share: v.urgent_share,
         }
@@ -382,6 +382,9 @@ impl Scenario {
             >= (fjord_core::store::BEHIND - 1) * u64::from(self.stream.chunk_ms)
         {
             return bad("target_latency_ms must be under 47 chunk durations (the store window)");
+        }
+        if !(0.0..=100.0).contains(&self.node.repair_patience_chunks) {
+            return bad("node.repair_patience_chunks must be in [0, 100]");
         }
         if !(0.0..=1.0).contains(&self.node.urgent_share) {
             return bad("node.urgent_share must be in [0, 1]");

@@ -102,7 +102,7 @@ fn zero_repair_patience_runs_to_the_end() {
     let mut sc = small();
     sc.duration_s = 25.0;
     sc.warmup_s = 10.0;
-    sc.node.repair_patience_ms = 0;
+    sc.node.repair_patience_chunks = 0.0;
     let s = run_policy(&sc, "fjord");
     assert!(s.continuity > 0.9, "continuity {:.4}", s.continuity);
 }

@@ -1093,3 +1093,52 @@ fn a_chunk_refused_by_four_holders_is_asked_for_urgently() {
         "each holder asked once: {asks:?}"
     );
 }
+
+/// A node that does not pass chunks on (upload below the stream rate) does not reserve what a
+/// neighbour announces: it asks a holder only after its patience, which is a share of the
+/// chunk duration (0.6 by default: 150 ms of this fixture's 250 ms chunks), so that the wait
+/// which lets a chunk reach more holders first shrinks with shorter chunks.
+#[test]
+fn a_node_that_does_not_pass_on_asks_after_its_patience_in_chunk_durations() {
+    let f = fixture();
+    let id = Harness::id(101);
+    let heard = Time::from_micros(f.chunks[101].meta().published_at_us + 10_000);
+    for (share, expected_ms) in [(None, 150), (Some(0.2), 50), (Some(0.0), 0)] {
+        let mut config = Config::viewer(500_000);
+        config.policy = Policy::Fjord;
+        if let Some(s) = share {
+            config.repair_patience_chunks = s;
+        }
+        // It holds chunk 100, so it knows deadlines; one neighbour announces chunk 101.
+        let mut node = hold(
+            greet_peers(fjord_node(config, heard), heard),
+            heard,
+            &[f.chunks[100].clone()],
+        );
+        node.handle(
+            heard,
+            Input::Control {
+                peer: PeerId(0),
+                msg: Control::Have(id),
+            },
+        );
+        let mut asked_at = None;
+        let mut t = heard;
+        while asked_at.is_none() && t <= heard + Duration::from_millis(400) {
+            node.handle_timeout(t);
+            while let Some(out) = node.poll_output() {
+                if let Output::Control {
+                    msg: Control::Request(c) | Control::Urgent(c),
+                    ..
+                } = out
+                    && c == id
+                {
+                    asked_at.get_or_insert(t);
+                }
+            }
+            t = t + Duration::from_millis(1);
+        }
+        let waited = asked_at.map(|a| a.saturating_since(heard).as_millis());
+        assert_eq!(waited, Some(expected_ms), "patience share {share:?}");
+    }
+}
