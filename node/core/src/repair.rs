@@ -2,8 +2,9 @@
 //!
 //! # Fjord
 //! A node reserves a chunk at the first spreader that announces it (see [`crate::scheduler`]).
-//! A chunk heard of but neither arriving nor reserved [`Config::repair_patience_chunks`] later, or
-//! whose reservation was refused or timed out, is requested from a holder drawn in proportion
+//! A chunk heard of but neither arriving nor reserved a patience later
+//! ([`Config::repair_patience_chunks`]), or whose reservation was refused or timed out, is
+//! requested from a holder drawn in proportion
 //! to its upload among those expected to deliver before the deadline (so every holder's upload
 //! is used in proportion to what it offers; always asking the fastest left slower uploads idle,
 //! which a resource index near 1 cannot spare). A chunk is never requested twice from the same
