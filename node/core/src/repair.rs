@@ -4,10 +4,10 @@
 //! A node reserves a chunk at the first spreader that announces it (see [`crate::scheduler`]).
 //! A chunk heard of but neither arriving nor reserved a patience later
 //! ([`Config::repair_patience_chunks`]), or whose reservation was refused or timed out, is
-//! requested from a holder drawn in proportion
-//! to its upload among those expected to deliver before the deadline (so every holder's upload
-//! is used in proportion to what it offers; always asking the fastest left slower uploads idle,
-//! which a resource index near 1 cannot spare). A chunk is never requested twice from the same
+//! requested from a holder drawn in proportion to its upload among those expected to deliver
+//! before the deadline (so every holder's upload is used in proportion to what it offers;
+//! always asking the fastest left slower uploads idle, which a resource index near 1 cannot
+//! spare). A chunk is never requested twice from the same
 //! neighbour, and hopeless chunks (deadline passed) are left alone. The origin is never asked:
 //! it serves no requests, so asking it only costs a round trip before its refusal.
 //!
