@@ -162,6 +162,15 @@ impl Encoder {
         self.wait_for_any(&[needle]);
     }
 
+    /// Waits until each of `needles` was in a log line, in any order.
+    fn wait_for_all(&self, needles: &[&str]) {
+        let mut left: Vec<&str> = needles.to_vec();
+        while !left.is_empty() {
+            let found = self.wait_for_any(&left);
+            left.retain(|n| *n != found);
+        }
+    }
+
     /// Waits for a log line containing one of `needles` and returns the one it found.
     fn wait_for_any<'a>(&self, needles: &[&'a str]) -> &'a str {
         let deadline = Instant::now() + WAIT;
@@ -368,8 +377,9 @@ fn srt_sender_delivers_every_frame_and_may_drop_and_come_back() {
     // the Debian ffmpeg receiving from the same sender also loses the last 5 frames without it.
     let url = format!("srt://127.0.0.1:{port}?linger=5");
     push("clip.ts", "mpegts", &url);
-    enc.wait_for("sender lost");
-    enc.wait_for("waiting for a sender");
+    // The reader thread waits for the next sender while the pipeline reports the loss: the
+    // two lines come in either order.
+    enc.wait_for_all(&["sender lost", "waiting for a sender"]);
     push("clip.ts", "mpegts", &url);
     enc.wait_for("sender lost");
     let (summary, record) = enc.stop();

@@ -11,6 +11,11 @@
 //! nodes (`Bytes` is reference-counted); the engine never verifies them again, as a real node's
 //! driver would, because it made them.
 //!
+//! Tracks: one video track, and with `stream.audio_kbps` an audio track beside it, one audio
+//! chunk published with each video chunk. The engine numbers chunks across tracks by *slot*
+//! (`seq * tracks + track index`): events, transfers and the chunk table use that index, while
+//! the metrics count per sequence, each sequence standing for one chunk of every track.
+//!
 //! Determinism: one seeded generator drives the engine, each node has its own seed derived
 //! from it, and events at the same instant run in scheduling order.
 
@@ -39,8 +44,10 @@ const ORIGIN: u32 = 0;
 /// Delay before a departed viewer is replaced, when churn keeps the population steady.
 const REPLACE_DELAY: Duration = Duration::from_millis(500);
 
+/// Chunk indices (`seq` in events and transfers) are slots: `seq * tracks + track index`.
 #[derive(Clone, Copy, Debug)]
 enum Event {
+    /// Publication of sequence `seq` on every track.
     Publish(u32),
     /// `FJORD_SIM_DEBUG` only: chunk `seq`'s deadline; why each eligible host missed it.
     Audit(u32),
@@ -149,7 +156,12 @@ pub struct Engine<'s> {
     live_pos: Vec<usize>,
     key: ChannelKey,
     manifest: Manifest,
+    /// Published chunks by slot, the old ones dropped.
     chunks: Vec<Option<Chunk>>,
+    /// Tracks: 1 (video) or 2 (video and audio).
+    tracks: u64,
+    /// Payload bytes of a chunk, per track.
+    track_bytes: Vec<u64>,
     chunk_us: u64,
     latency_us: u64,
     total_chunks: u64,
@@ -185,17 +197,19 @@ impl<'s> Engine<'s> {
             chunk_duration_us: chunk_us as u32,
             group_duration_us: sc.stream.group_ms.max(sc.stream.chunk_ms) * 1000,
             target_latency_us: latency_us as u32,
-            tracks: vec![Track {
-                id: 1,
-                kind: TrackKind::Video,
-                codec: "avc1.64001f".into(),
-                timescale: 90_000,
-                bitrate: sc.stream.rate_kbps * 1000,
-                init_segment: Bytes::from_static(b"init"),
-            }],
+            tracks: track_list(sc),
         })?;
         let total_chunks = (sc.duration_s * 1e6 / chunk_us as f64) as u64;
-        let chunk_bytes = u64::from(sc.stream.rate_kbps) * 1000 / 8 * chunk_us / 1_000_000;
+        let bytes = |kbps: u32| u64::from(kbps) * 1000 / 8 * chunk_us / 1_000_000;
+        let track_bytes: Vec<u64> = manifest
+            .content()
+            .tracks
+            .iter()
+            .map(|t| bytes(t.bitrate / 1000))
+            .collect();
+        let tracks = track_bytes.len() as u64;
+        // The metrics count per sequence: a mean chunk stands for each track's.
+        let chunk_bytes = track_bytes.iter().sum::<u64>() / tracks;
         let start = Time::from_micros(EPOCH_US);
         Ok(Self {
             sc,
@@ -210,14 +224,16 @@ impl<'s> Engine<'s> {
             live_pos: Vec::new(),
             key,
             manifest,
-            chunks: vec![None; total_chunks as usize],
+            chunks: vec![None; (total_chunks * tracks) as usize],
+            tracks,
+            track_bytes,
             chunk_us,
             latency_us,
             total_chunks,
             next_transfer: 0,
             warmup: start + Duration::from_secs_f64(sc.warmup_s),
             end: start + Duration::from_secs_f64(sc.duration_s),
-            metrics: Metrics::new(total_chunks as usize, chunk_bytes),
+            metrics: Metrics::new(total_chunks as usize, tracks, chunk_bytes),
             events: 0,
             debug: std::env::var_os("FJORD_SIM_DEBUG").is_some(),
             hops: Vec::new(),
@@ -336,7 +352,7 @@ impl<'s> Engine<'s> {
                     let (lo, hi) = h.eligible;
                     if hi >= lo {
                         e.3 += h.on_time;
-                        e.4 += hi - lo + 1;
+                        e.4 += (hi - lo + 1) * self.tracks;
                     }
                 }
             }
@@ -393,7 +409,7 @@ impl<'s> Engine<'s> {
             metrics: self.metrics,
             uploads_bps,
             events: self.events,
-            chunks: self.total_chunks,
+            chunks: self.total_chunks * self.tracks,
             min_one_way: self.net.min_one_way(),
         })
     }
@@ -583,39 +599,52 @@ impl<'s> Engine<'s> {
             let deadline = self.now + Duration::from_micros(self.latency_us);
             self.queue.push(deadline, Event::Audit(seq));
         }
-        let meta = ChunkMeta {
-            epoch: 1,
-            track: 1,
-            sequence: s,
-            flags: if (s * self.chunk_us).is_multiple_of(u64::from(self.sc.stream.group_ms) * 1000)
-            {
-                ChunkFlags::GROUP_START | ChunkFlags::INDEPENDENT
-            } else {
-                ChunkFlags::empty()
-            },
-            timestamp: s * self.chunk_us * 9 / 100,
-            duration: (self.chunk_us * 9 / 100) as u32,
-            published_at_us: self.now.as_micros(),
-        };
-        let payload = vec![0u8; self.metrics.chunk_bytes as usize];
-        let chunk = self
-            .key
-            .sign_chunk(&meta, &payload)
-            .expect("payload within limits");
-        self.chunks[seq as usize] = Some(chunk.clone());
-        // Nodes hold their own references; the engine keeps only what events may still need.
-        if let Some(old) = (seq as usize).checked_sub(fjord_core::store::WINDOW as usize) {
-            self.chunks[old] = None;
+        let group_start =
+            (s * self.chunk_us).is_multiple_of(u64::from(self.sc.stream.group_ms) * 1000);
+        for t in 0..self.tracks {
+            let timescale = u64::from(self.manifest.content().tracks[t as usize].timescale);
+            let meta = ChunkMeta {
+                epoch: 1,
+                track: t as u8 + 1,
+                sequence: s,
+                // Audio chunks stand alone; video ones depend on their group's start.
+                flags: match (group_start, t) {
+                    (true, _) => ChunkFlags::GROUP_START | ChunkFlags::INDEPENDENT,
+                    (false, 0) => ChunkFlags::empty(),
+                    (false, _) => ChunkFlags::INDEPENDENT,
+                },
+                timestamp: s * self.chunk_us * timescale / 1_000_000,
+                duration: (self.chunk_us * timescale / 1_000_000) as u32,
+                published_at_us: self.now.as_micros(),
+            };
+            let payload = vec![0u8; self.track_bytes[t as usize] as usize];
+            let chunk = self
+                .key
+                .sign_chunk(&meta, &payload)
+                .expect("payload within limits");
+            let slot = (s * self.tracks + t) as usize;
+            self.chunks[slot] = Some(chunk.clone());
+            // Nodes hold their own references; the engine keeps only what events may still
+            // need.
+            let behind = (fjord_core::store::WINDOW * self.tracks) as usize;
+            if let Some(old) = slot.checked_sub(behind) {
+                self.chunks[old] = None;
+            }
+            self.with_node(ORIGIN, |n, now| {
+                n.handle(now, Input::Chunk { from: None, chunk })
+            });
         }
-        self.with_node(ORIGIN, |n, now| {
-            n.handle(now, Input::Chunk { from: None, chunk })
-        });
         if s + 1 < self.total_chunks {
             self.queue.push(
                 self.now + Duration::from_micros(self.chunk_us),
                 Event::Publish(seq + 1),
             );
         }
+    }
+
+    /// The engine's index of a chunk: its slot across tracks.
+    fn slot(&self, track: u8, sequence: u64) -> u32 {
+        (sequence * self.tracks + u64::from(track.saturating_sub(1))) as u32
     }
 
     fn join(&mut self, id: u32) {
@@ -706,15 +735,17 @@ impl<'s> Engine<'s> {
             let cut = (due_hi + 1).max(lo);
             if lo <= hi && cut <= hi {
                 for seq in cut..=hi.min(published_hi) {
-                    let held = self
-                        .chunks
-                        .get(seq as usize)
-                        .and_then(|c| c.as_ref())
-                        .is_some_and(|c| node.has_chunk(c.id()));
-                    if held {
-                        self.metrics.retract_on_time(seq);
-                        let h = &mut self.hosts[id as usize];
-                        h.on_time = h.on_time.saturating_sub(1);
+                    for t in 0..self.tracks {
+                        let held = self
+                            .chunks
+                            .get((seq * self.tracks + t) as usize)
+                            .and_then(|c| c.as_ref())
+                            .is_some_and(|c| node.has_chunk(c.id()));
+                        if held {
+                            self.metrics.retract_on_time(seq);
+                            let h = &mut self.hosts[id as usize];
+                            h.on_time = h.on_time.saturating_sub(1);
+                        }
                     }
                 }
                 self.metrics.retract_eligible(cut, hi);
@@ -744,7 +775,7 @@ impl<'s> Engine<'s> {
         if lo <= hi {
             self.metrics
                 .peer_continuity
-                .push(h.on_time as f64 / (hi - lo + 1) as f64);
+                .push(h.on_time as f64 / ((hi - lo + 1) * self.tracks) as f64);
         }
     }
 
@@ -940,7 +971,7 @@ impl<'s> Engine<'s> {
             Output::Chunk { peer, chunk } => self.send_chunk(id, peer.0 as u32, &chunk),
             Output::Abort { peer, id: chunk } => {
                 let to = peer.0 as u32;
-                let seq = chunk.sequence as u32;
+                let seq = self.slot(chunk.track, chunk.sequence);
                 let sending = &mut self.hosts[id as usize].sending;
                 if let Some(i) = sending.iter().position(|t| t.to == to && t.seq == seq) {
                     let t = sending.swap_remove(i);
@@ -1045,7 +1076,7 @@ impl<'s> Engine<'s> {
         done = done + self.net.loss_delay(bytes, ow * 2, &mut self.rng);
         let transfer = self.next_transfer;
         self.next_transfer += 1;
-        let seq = chunk.meta().sequence as u32;
+        let seq = self.slot(chunk.meta().track, chunk.meta().sequence);
         self.hosts[from as usize].sending.push(Transfer {
             id: transfer,
             to,
@@ -1103,13 +1134,38 @@ impl<'s> Engine<'s> {
             if self.debug {
                 let (up, chunks, bytes) =
                     (h.upload_bps, self.total_chunks, self.metrics.chunk_bytes);
+                let tracks = self.tracks;
                 self.class_delays
                     .entry(up)
-                    .or_insert_with(|| Metrics::new(chunks as usize, bytes))
+                    .or_insert_with(|| Metrics::new(chunks as usize, tracks, bytes))
                     .delivered(seq, delay, on_time);
             }
         }
     }
+}
+
+/// The manifest's tracks: video, and audio when the scenario has it, sharing the stream rate.
+fn track_list(sc: &Scenario) -> Vec<Track> {
+    let audio = sc.stream.audio_kbps;
+    let mut tracks = vec![Track {
+        id: 1,
+        kind: TrackKind::Video,
+        codec: "avc1.64001f".into(),
+        timescale: 90_000,
+        bitrate: sc.stream.rate_kbps.saturating_sub(audio) * 1000,
+        init_segment: Bytes::from_static(b"init"),
+    }];
+    if audio > 0 {
+        tracks.push(Track {
+            id: 2,
+            kind: TrackKind::Audio,
+            codec: "mp4a.40.2".into(),
+            timescale: 48_000,
+            bitrate: audio * 1000,
+            init_segment: Bytes::from_static(b"init"),
+        });
+    }
+    tracks
 }
 
 /// A Weibull-distributed session length with the given shape and mean.

@@ -1,5 +1,8 @@
 //! What a run measures, and the summary it reports.
 //!
+//! Counters are kept per chunk sequence; with several tracks, each (peer, sequence) pair stands
+//! for one chunk of every track, and each of them counts.
+//!
 //! Only (peer, chunk) pairs in the measurement window count: chunks published after the
 //! warm-up and at least [`JOIN_ALLOWANCE`] after the peer joined, whose deadline falls before
 //! the peer left and before the end of the run.
@@ -23,7 +26,8 @@ const MAX_DELAY_MS: usize = 60_000;
 #[derive(Debug)]
 pub struct Metrics {
     delay_hist: Vec<u64>,
-    /// Per chunk sequence: eligible peers (as a difference array) and on-time arrivals.
+    /// Per chunk sequence: eligible (peer, chunk) pairs (as a difference array) and on-time
+    /// arrivals, over all tracks.
     eligible_diff: Vec<i64>,
     on_time: Vec<u64>,
     /// Join-to-first-chunk times of peers that joined after the warm-up, µs.
@@ -39,13 +43,16 @@ pub struct Metrics {
     pub control_bytes: u64,
     /// Bytes of all chunk transfers, completed or aborted.
     pub transfer_bytes: u64,
-    /// Bytes of one chunk.
+    /// Bytes of one chunk (the mean over the tracks).
     pub chunk_bytes: u64,
+    /// Tracks: chunks per sequence.
+    pub tracks: u64,
 }
 
 impl Metrics {
-    /// Empty counters for a run of `chunks` chunks of `chunk_bytes` each.
-    pub fn new(chunks: usize, chunk_bytes: u64) -> Self {
+    /// Empty counters for a run of `chunks` sequences of `tracks` chunks of `chunk_bytes`
+    /// each.
+    pub fn new(chunks: usize, tracks: u64, chunk_bytes: u64) -> Self {
         Self {
             delay_hist: vec![0; MAX_DELAY_MS + 1],
             eligible_diff: vec![0; chunks + 1],
@@ -57,27 +64,28 @@ impl Metrics {
             control_bytes: 0,
             transfer_bytes: 0,
             chunk_bytes,
+            tracks: tracks.max(1),
         }
     }
 
-    /// A peer is eligible for chunks `lo..=hi`.
+    /// A peer is eligible for sequences `lo..=hi` (on every track).
     pub fn add_eligible(&mut self, lo: u64, hi: u64) {
         if lo > hi || lo as usize >= self.on_time.len() {
             return;
         }
         let hi = (hi as usize).min(self.on_time.len() - 1);
-        self.eligible_diff[lo as usize] += 1;
-        self.eligible_diff[hi + 1] -= 1;
+        self.eligible_diff[lo as usize] += self.tracks as i64;
+        self.eligible_diff[hi + 1] -= self.tracks as i64;
     }
 
-    /// A peer is no longer eligible for chunks `lo..=hi` (it was killed).
+    /// A peer is no longer eligible for sequences `lo..=hi` (it was killed).
     pub fn retract_eligible(&mut self, lo: u64, hi: u64) {
         if lo > hi || lo as usize >= self.on_time.len() {
             return;
         }
         let hi = (hi as usize).min(self.on_time.len() - 1);
-        self.eligible_diff[lo as usize] -= 1;
-        self.eligible_diff[hi + 1] += 1;
+        self.eligible_diff[lo as usize] -= self.tracks as i64;
+        self.eligible_diff[hi + 1] += self.tracks as i64;
     }
 
     /// An on-time arrival of `seq` no longer counts (its peer is no longer eligible for it).
@@ -96,7 +104,7 @@ impl Metrics {
         }
     }
 
-    /// Eligible peers per chunk.
+    /// Eligible (peer, chunk) pairs per sequence.
     pub fn eligible_per_chunk(&self) -> Vec<u64> {
         let mut acc = 0i64;
         self.eligible_diff[..self.on_time.len()]
@@ -158,7 +166,7 @@ mod tests {
 
     #[test]
     fn quantiles_and_eligibility() {
-        let mut m = Metrics::new(10, 1000);
+        let mut m = Metrics::new(10, 1, 1000);
         for ms in 1..=100u64 {
             m.delivered(0, Duration::from_millis(ms), true);
         }
@@ -168,5 +176,10 @@ mod tests {
         m.add_eligible(2, 4);
         m.add_eligible(3, 20);
         assert_eq!(m.eligible_per_chunk(), vec![0, 0, 1, 2, 2, 1, 1, 1, 1, 1]);
+        // Two tracks: each peer's sequence is two chunks.
+        let mut m = Metrics::new(4, 2, 1000);
+        m.add_eligible(1, 2);
+        m.retract_eligible(2, 2);
+        assert_eq!(m.eligible_per_chunk(), vec![0, 2, 0, 0]);
     }
 }

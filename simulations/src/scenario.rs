@@ -47,7 +47,7 @@ pub struct Scenario {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Stream {
-    /// Bit rate, kbit/s.
+    /// Bit rate of all tracks together, kbit/s.
     pub rate_kbps: u32,
     /// Chunk duration, ms.
     pub chunk_ms: u32,
@@ -59,6 +59,12 @@ pub struct Stream {
     /// have no frames); there a chunk must hold a whole number of frames (50 ms chunks need
     /// 20, 40 or 60 frames per second).
     pub fps: u32,
+    /// Of `rate_kbps`, the audio's share, kbit/s: 0 for a single track (video only). Above 0
+    /// the simulator publishes a second track, one audio chunk beside each video chunk, as the
+    /// node carries the encoder's audio; each chunk costs its own announcements, requests and
+    /// acknowledgements. The emulator's encoder always makes audio, at this rate (96 kbit/s
+    /// when 0).
+    pub audio_kbps: u32,
 }
 
 /// A class of viewers.
@@ -274,6 +280,7 @@ impl Default for Stream {
             group_ms: 1000,
             target_latency_ms: 3000,
             fps: 30,
+            audio_kbps: 0,
         }
     }
 }
@@ -374,6 +381,9 @@ impl Scenario {
         }
         if self.stream.chunk_ms == 0 || self.stream.rate_kbps == 0 {
             return bad("the stream needs a positive rate and chunk duration");
+        }
+        if self.stream.audio_kbps >= self.stream.rate_kbps {
+            return bad("stream.audio_kbps must be below rate_kbps (it is part of it)");
         }
         if !(1..=120).contains(&self.stream.fps) {
             return bad("fps must be from 1 to 120");

@@ -137,6 +137,53 @@ fn a_mass_kill_is_measured_on_the_survivors() {
     assert!(all.continuity >= 0.99, "continuity {:.4}", all.continuity);
 }
 
+/// An audio track beside the video: every sequence is two chunks, each announced, requested and
+/// counted on its own, at the same total rate; and a kill retracts both tracks' chunks.
+#[test]
+fn an_audio_track_is_a_second_chunk_per_sequence() {
+    let mut sc = small();
+    sc.duration_s = 25.0;
+    sc.warmup_s = 10.0;
+    let video = run_policy(&sc, "fjord");
+    sc.stream.audio_kbps = 96;
+    let both = run_policy(&sc, "fjord");
+    assert!(
+        both.continuity >= 0.99 && both.continuity <= 1.0,
+        "continuity {:.4}",
+        both.continuity
+    );
+    // Twice the chunks: many more events, and more control bytes for the same stream bytes.
+    assert!(
+        both.events as f64 > 1.5 * video.events as f64,
+        "events {} against {}",
+        both.events,
+        video.events
+    );
+    assert!(
+        both.control_share > 1.3 * video.control_share,
+        "control {:.4} against {:.4}",
+        both.control_share,
+        video.control_share
+    );
+    // The origin's cap is on bytes, whatever the tracks.
+    assert!(
+        both.origin_egress <= sc.origin_upload * 1.01,
+        "origin egress {:.3}",
+        both.origin_egress
+    );
+
+    sc.duration_s = 40.0;
+    sc.kill.at_s = Some(25.0);
+    sc.kill.share = 1.0;
+    let all = run_policy(&sc, "fjord");
+    assert!(all.after_kill.is_empty(), "{:?}", all.after_kill);
+    assert!(
+        all.continuity >= 0.99 && all.continuity <= 1.0,
+        "continuity {:.4}",
+        all.continuity
+    );
+}
+
 /// Continuity printed in the one `fjord` row of `fjord-sim run`'s table.
 fn cli_continuity(args: &[&str]) -> Result<f64, String> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fjord-sim"))

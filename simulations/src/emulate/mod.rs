@@ -308,7 +308,13 @@ async fn run_inner(
     set_private(&key_file)?;
     let channel = key.channel_id().to_string();
     let stream = &sc.stream;
-    let audio = 96_000u64;
+    // The encoder always makes audio: the scenario's share of the stream rate, as the
+    // simulator models it, or 96 kbit/s when the scenario has none (the simulator then
+    // models the whole rate as video).
+    let audio = match u64::from(stream.audio_kbps) {
+        0 => 96_000,
+        kbps => kbps * 1000,
+    };
     let listen = |i: usize| format!("/ip4/{}/udp/9000/quic-v1", links[i].addr);
     let mut origin = Proc::spawn(
         0,
