@@ -905,6 +905,49 @@ fn the_origin_pushes_a_newcomer_its_first_chunk_within_a_budget() {
     );
 }
 
+/// The origin sends every chunk no neighbour holds before it sends further copies of any
+/// chunk: it is the only source of such a chunk. Chunks 99, 100 and 101 come within 2 ms; 99
+/// takes the uplink, then 101 (the newest) and 100 get their first copies, and only then do
+/// the copies within the quota (four per chunk at four stream rates of upload) go on.
+/// Newest-first alone sent 101 four times first, and under a steady stream of chunks such a
+/// 100 was never sent at all.
+#[test]
+fn the_origin_sends_each_chunk_nobody_holds_before_more_copies() {
+    let f = fixture();
+    let at = |seq: u64| Time::from_micros(T0 + seq * CHUNK_US);
+    let mut node = fjord_origin(3_200_000, 5, at(95), 90, None);
+    let start = at(101);
+    let mut pushes: Vec<u64> = Vec::new();
+    let mut acks: Vec<(Time, PeerId, ChunkId)> = Vec::new();
+    let mut t = start;
+    while t < start + Duration::from_millis(200) {
+        let step = t.saturating_since(start).as_millis() as u64;
+        if step <= 2 {
+            let chunk = f.chunks[99 + step as usize].clone();
+            node.handle(t, Input::Chunk { from: None, chunk });
+        } else {
+            node.handle_timeout(t);
+        }
+        while let Some(out) = node.poll_output() {
+            if let Output::Chunk { peer, chunk } = out {
+                pushes.push(chunk.meta().sequence);
+                acks.push((t + Duration::from_millis(30), peer, chunk.meta().id()));
+            }
+        }
+        acks.retain(|&(due, peer, id)| {
+            if due > t {
+                return true;
+            }
+            let msg = Control::Ack(id);
+            node.handle(t, Input::Control { peer, msg });
+            false
+        });
+        t = t + Duration::from_millis(1);
+    }
+    assert!(pushes.len() >= 4, "{pushes:?}");
+    assert_eq!(pushes[..3], [99, 101, 100], "{pushes:?}");
+}
+
 /// A copy the origin sent to a neighbour that never acknowledges it (crashed, but its link not
 /// yet known to be down) does not count as delivered: the chunk gets another copy from the
 /// origin's spare upload, to another neighbour, before its deadline. While that neighbour
