@@ -265,6 +265,7 @@ impl<'s> Engine<'s> {
         };
         c.policy = self.policy;
         c.repair_patience_chunks = n.repair_patience_chunks;
+        c.repair_patience_max = Duration::from_millis(n.repair_patience_max_ms);
         c.push_horizon = Duration::from_millis(n.push_horizon_ms);
         c.urgent_share = n.urgent_share;
         c

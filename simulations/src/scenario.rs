@@ -240,6 +240,8 @@ pub struct NodeSettings {
     pub origin_neighbours: usize,
     /// Wait before requesting an announced chunk, in chunk durations.
     pub repair_patience_chunks: f64,
+    /// The longest such wait, ms.
+    pub repair_patience_max_ms: u64,
     /// Pushes only for chunks younger than this, ms.
     pub push_horizon_ms: u64,
     /// Share of a viewer's uplink time that urgent requests may take ahead of newer chunks
@@ -318,6 +320,7 @@ impl Default for NodeSettings {
             min_neighbours: v.min_neighbours,
             origin_neighbours: o.max_neighbours,
             repair_patience_chunks: v.repair_patience_chunks,
+            repair_patience_max_ms: v.repair_patience_max.as_millis() as u64,
             push_horizon_ms: v.push_horizon.as_millis() as u64,
             urgent_share: v.urgent_share,
         }

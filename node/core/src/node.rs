@@ -79,8 +79,11 @@ pub struct Config {
     /// How long after first hearing of a chunk (from a neighbour that is not a spreader, so not
     /// reserved at once) the node waits for it to start arriving before requesting it, in
     /// chunk durations: a chunk spreads a hop per chunk transmission, so the wait that lets it
-    /// reach more holders scales with the chunk (see [`crate::repair`]).
+    /// reach more holders scales with the chunk (see [`crate::repair`]). At most
+    /// [`Config::repair_patience_max`].
     pub repair_patience_chunks: f64,
+    /// The longest repair patience, whatever the chunk duration.
+    pub repair_patience_max: Duration,
     /// The origin's pushes are only for chunks younger than this, since publication.
     pub push_horizon: Duration,
     /// Interval of neighbour maintenance (and of Fjord trees' parent choice).
@@ -111,7 +114,8 @@ impl Config {
             min_neighbours: 14,
             policy: Policy::Fjord,
             // 150 ms at the reference scenario's 250 ms chunks, where it was tuned.
-            repair_patience_chunks: 0.6,
+            repair_patience_chunks: 0.75,
+            repair_patience_max: Duration::from_millis(150),
             push_horizon: Duration::from_secs(3),
             maintenance_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(20),
@@ -592,10 +596,12 @@ impl Node {
     }
 
     /// How long a node that does not reserve waits after hearing of a chunk before asking a
-    /// holder for it ([`Config::repair_patience_chunks`] chunk durations).
+    /// holder for it ([`Config::repair_patience_chunks`] chunk durations, at most
+    /// [`Config::repair_patience_max`]).
     pub(crate) fn repair_patience(&self) -> Duration {
         let (chunk_us, _) = self.timing();
         Duration::from_micros((chunk_us as f64 * self.config.repair_patience_chunks) as u64)
+            .min(self.config.repair_patience_max)
     }
 
     /// Expected encoded size of a chunk of `track`, from its nominal bit rate.

@@ -1146,11 +1146,21 @@ fn a_node_that_does_not_pass_on_asks_after_its_patience_in_chunk_durations() {
     let f = fixture();
     let id = Harness::id(101);
     let heard = Time::from_micros(f.chunks[101].meta().published_at_us + 10_000);
-    for (share, expected_ms) in [(None, 150), (Some(0.2), 50), (Some(0.0), 0)] {
+    // 250 ms chunks: the default 0.75 of them is 187 ms, capped at 150 ms.
+    for (share, max_ms, expected_ms) in [
+        (None, None, 150),
+        (Some(0.2), None, 50),
+        (Some(0.0), None, 0),
+        (Some(0.6), Some(1000), 150),
+        (None, Some(100), 100),
+    ] {
         let mut config = Config::viewer(500_000);
         config.policy = Policy::Fjord;
         if let Some(s) = share {
             config.repair_patience_chunks = s;
+        }
+        if let Some(m) = max_ms {
+            config.repair_patience_max = Duration::from_millis(m);
         }
         // It holds chunk 100, so it knows deadlines; one neighbour announces chunk 101.
         let mut node = hold(
@@ -1182,6 +1192,10 @@ fn a_node_that_does_not_pass_on_asks_after_its_patience_in_chunk_durations() {
             t = t + Duration::from_millis(1);
         }
         let waited = asked_at.map(|a| a.saturating_since(heard).as_millis());
-        assert_eq!(waited, Some(expected_ms), "patience share {share:?}");
+        assert_eq!(
+            waited,
+            Some(expected_ms),
+            "patience share {share:?}, at most {max_ms:?} ms"
+        );
     }
 }
