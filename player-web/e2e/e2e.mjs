@@ -159,7 +159,8 @@ async function main() {
         `p95 ${percentile(latency, 0.95).toFixed(0)} ms; glass-to-glass (burnt-in clock to presentation) ` +
         `p50 ${percentile(glass, 0.5).toFixed(0)} ms, p95 ${percentile(glass, 0.95).toFixed(0)} ms over ${glass.length} frames`,
     );
-    if (process.env.E2E_TRACE) console.log(`e2e: trace ${samples.map((s) => `${s.currentTime.toFixed(2)}/${s.rejected}`).join(" ")}`);
+    const shown = (list) => list.map((s) => `${s.currentTime.toFixed(2)}/${s.rejected}`).join(" ");
+    if (process.env.E2E_TRACE) console.log(`e2e: trace ${shown(samples)}`);
     console.log(`e2e: screenshot ${join(out, "player.png")}`);
     if (played < 10) fail(`played only ${played.toFixed(1)} s`);
     // currentTime advances all along: by more than 1 s in every 2 s window. A rejected video
@@ -169,11 +170,7 @@ async function main() {
     // group, plus the delivery delay of the next group's first chunk minus the buffer ahead.
     // Near a rejection every 3 s window must still advance by more than 1.5 s: a freeze longer
     // than 1.5 s fails.
-    const around = (i) =>
-      samples
-        .slice(Math.max(0, i - 8), i + 3)
-        .map((s) => `${s.currentTime.toFixed(2)}/${s.rejected}`)
-        .join(" ");
+    const around = (i) => shown(samples.slice(Math.max(0, i - 8), i + 3));
     for (let i = 4; i < samples.length; i++) {
       const moved = samples[i].currentTime - samples[i - 4].currentTime;
       const rejectedNearby = samples[i].rejected > samples[Math.max(0, i - 8)].rejected;

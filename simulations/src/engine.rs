@@ -200,12 +200,11 @@ impl<'s> Engine<'s> {
             tracks: track_list(sc),
         })?;
         let total_chunks = (sc.duration_s * 1e6 / chunk_us as f64) as u64;
-        let bytes = |kbps: u32| u64::from(kbps) * 1000 / 8 * chunk_us / 1_000_000;
         let track_bytes: Vec<u64> = manifest
             .content()
             .tracks
             .iter()
-            .map(|t| bytes(t.bitrate / 1000))
+            .map(|t| u64::from(t.bitrate) / 8 * chunk_us / 1_000_000)
             .collect();
         let tracks = track_bytes.len() as u64;
         // The metrics count per sequence: a mean chunk stands for each track's.

@@ -3,11 +3,11 @@
 //! # Fjord
 //! A node reserves a chunk at the first spreader that announces it (see [`crate::scheduler`]).
 //! A chunk heard of but neither arriving nor reserved a patience later
-//! ([`Config::repair_patience_chunks`], at most [`Config::repair_patience_max`]), or whose reservation was refused or timed out, is
-//! requested from a holder drawn in proportion to its upload among those expected to deliver
-//! before the deadline (so every holder's upload is used in proportion to what it offers;
-//! always asking the fastest left slower uploads idle, which a resource index near 1 cannot
-//! spare). A chunk is never requested twice from the same
+//! ([`Config::repair_patience_chunks`], at most [`Config::repair_patience_max`]), or whose
+//! reservation was refused or timed out, is requested from a holder drawn in proportion to its
+//! upload among those expected to deliver before the deadline (so every holder's upload is used
+//! in proportion to what it offers; always asking the fastest left slower uploads idle, which a
+//! resource index near 1 cannot spare). A chunk is never requested twice from the same
 //! neighbour, and hopeless chunks (deadline passed) are left alone. The origin is never asked:
 //! it serves no requests, so asking it only costs a round trip before its refusal.
 //!
@@ -24,8 +24,8 @@
 //! came from the emulator: at 200 ms chunks 0.6 (120 ms) left the survivors of `emu30`'s
 //! 30% kill below 99% for the chunks published 3-4 s after it (98.6, 98.6 and 98.1% in three
 //! runs; back at 99% to stay after 4 s), where 150 ms gave 99.5 and 99.0% (0 s, two runs;
-//! session 11's run 0 s too). With the audio track, the simulator puts 0.75 against 0.6 at +10-20 ms of
-//! p95 at 80 ms chunks.
+//! session 11's run 0 s too). With the audio track, the simulator puts 0.75 against 0.6 at
+//! +10-20 ms of p95 at 80 ms chunks.
 //!
 //! A node that holds nothing yet asks at once, without patience (it reserved nothing that
 //! patience would wait for), and only for chunks up to a target latency behind the newest it
