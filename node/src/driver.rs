@@ -130,8 +130,12 @@ impl NodeConfig {
             },
         };
         if let Some(n) = self.max_neighbours {
-            c.max_neighbours = n.clamp(1, fjord_core::neighbours::MAX_SLOTS - 8);
-            c.min_neighbours = c.min_neighbours.min(c.max_neighbours);
+            let n = n.clamp(1, fjord_core::neighbours::MAX_SLOTS - 8);
+            // The role's share of slots below which it looks for more (14 of 20 for a
+            // viewer): with the minimum left at 14, 14 neighbours kept a node looking for
+            // more at every shortfall and 10 made it look for ever.
+            c.min_neighbours = c.min_neighbours * n / c.max_neighbours.max(1);
+            c.max_neighbours = n;
         }
         // Chunks go to QUIC whole: an aborted one still crosses the link.
         c.abort_frees_uplink = false;

@@ -267,6 +267,7 @@ impl<'s> Engine<'s> {
         c.repair_patience_max = Duration::from_millis(n.repair_patience_max_ms);
         c.push_horizon = Duration::from_millis(n.push_horizon_ms);
         c.urgent_share = n.urgent_share;
+        c.control_overhead = n.charge_control.then_some(n.control_overhead_bytes);
         c
     }
 
@@ -889,8 +890,10 @@ impl<'s> Engine<'s> {
             self.metrics.duplicate_bytes += sent;
         }
         let h = &mut self.hosts[host as usize];
-        if now < t.end && h.uplink_free == t.end {
-            h.uplink_free = now.max(t.start);
+        // The rest of the chunk leaves the queue; control messages charged after it move up.
+        // (Only the last transfer is cut: the core sends one chunk at a time.)
+        if now < t.end && h.uplink_free >= t.end {
+            h.uplink_free = h.uplink_free - t.end.saturating_since(now.max(t.start));
         }
     }
 
@@ -957,8 +960,21 @@ impl<'s> Engine<'s> {
                 if self.measuring() {
                     self.metrics.control_bytes += bytes as u64;
                 }
+                // Control messages take their share of the uplink, pushing later chunks
+                // back, but leave ahead of the chunk being sent: the node's driver writes
+                // them on their own stream, between the paced slices of a chunk.
+                let mut sent = now;
+                if self.sc.node.charge_control {
+                    let h = &mut self.hosts[id as usize];
+                    let t = transmission_time(
+                        bytes + self.sc.node.control_overhead_bytes,
+                        h.upload_bps,
+                    );
+                    h.uplink_free = h.uplink_free.max(now) + t;
+                    sent = now + t;
+                }
                 self.queue
-                    .push(now + ow + lost, Event::Control { to, from: id, msg });
+                    .push(sent + ow + lost, Event::Control { to, from: id, msg });
             }
             Output::Manifest { peer, manifest } => {
                 let to = peer.0 as u32;

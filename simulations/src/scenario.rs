@@ -247,6 +247,11 @@ pub struct NodeSettings {
     /// Share of a viewer's uplink time that urgent requests may take ahead of newer chunks
     /// (0 turns urgent service off; see `fjord-core`'s scheduler).
     pub urgent_share: f64,
+    /// Whether control messages take uplink time, in the nodes' scheduling and on the
+    /// simulated links (`fjord-core`'s `Config::control_overhead`).
+    pub charge_control: bool,
+    /// Bytes each control message costs beyond its encoding (packet headers' share).
+    pub control_overhead_bytes: usize,
 }
 
 impl Default for Scenario {
@@ -323,6 +328,10 @@ impl Default for NodeSettings {
             repair_patience_max_ms: v.repair_patience_max.as_millis() as u64,
             push_horizon_ms: v.push_horizon.as_millis() as u64,
             urgent_share: v.urgent_share,
+            charge_control: v.control_overhead.is_some(),
+            control_overhead_bytes: v
+                .control_overhead
+                .unwrap_or(fjord_core::node::CONTROL_OVERHEAD),
         }
     }
 }

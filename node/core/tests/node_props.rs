@@ -485,8 +485,16 @@ fn greet_peers(mut node: Node, now: Time) -> Node {
 
 /// [`fjord_viewer_with_peers`] holding `chunks`, its neighbours no newcomers (each announced
 /// an old chunk, so none has its first chunk served first), its outputs so far drained.
+/// Its control messages take no uplink time: these tests time the request queue in whole
+/// chunk copies, and a refusal sent during a copy would otherwise make the copy end later
+/// (at the tests' slow uplinks, a `Cancel` takes up to 12 ms).
 fn fjord_holder(upload: u64, now: Time, chunks: &[Chunk]) -> Node {
-    hold(fjord_viewer_with_peers(upload, now), now, chunks)
+    let config = Config {
+        control_overhead: None,
+        policy: Policy::Fjord,
+        ..Config::viewer(upload)
+    };
+    hold(greet_peers(fjord_node(config, now), now), now, chunks)
 }
 
 /// `node` (with `PEERS` greeted neighbours) holding `chunks` at `now`, its neighbours no
@@ -1198,4 +1206,80 @@ fn a_node_that_does_not_pass_on_asks_after_its_patience_in_chunk_durations() {
             "patience share {share:?}, at most {max_ms:?} ms"
         );
     }
+}
+
+/// Control messages share the uplink with chunks (`Config::control_overhead`): those a node
+/// sends while a chunk is on its uplink make that chunk end later, and those sent while it is
+/// idle delay the next chunk's start, so the next chunk leaves later by their transmission
+/// time. Here the greetings and, during the first copy, the announcements of a chunk that
+/// arrives then.
+#[test]
+fn control_messages_delay_the_next_chunk_by_their_transmission_time() {
+    let f = fixture();
+    let held = [f.chunks[98].clone(), f.chunks[99].clone()];
+    let fresh = f.chunks[100].clone();
+    let upload = 1_000_000u64;
+    let now = Time::from_micros(fresh.meta().published_at_us);
+    // Returns when the second chunk left, and the control messages and their bytes sent
+    // until then.
+    let run = |overhead: Option<usize>| -> (Duration, u64, u64) {
+        let config = Config {
+            control_overhead: overhead,
+            policy: Policy::Fjord,
+            ..Config::viewer(upload)
+        };
+        let mut node = hold(greet_peers(fjord_node(config, now), now), now, &held);
+        for (p, seq) in [(0, 98), (1, 99)] {
+            let msg = Control::Request(Harness::id(seq));
+            node.handle(
+                now,
+                Input::Control {
+                    peer: PeerId(p),
+                    msg,
+                },
+            );
+        }
+        let mut chunks = 0;
+        let mut t = now;
+        loop {
+            while let Some(out) = node.poll_output() {
+                if let Output::Chunk { .. } = out {
+                    chunks += 1;
+                    if chunks == 2 {
+                        let s = node.stats();
+                        return (
+                            t.saturating_since(now),
+                            s.control_sent,
+                            s.control_bytes_sent,
+                        );
+                    }
+                    // The fresh chunk arrives while the first copy is on the uplink.
+                    let chunk = fresh.clone();
+                    node.handle(
+                        t,
+                        Input::Chunk {
+                            from: Some(PeerId(5)),
+                            chunk,
+                        },
+                    );
+                }
+            }
+            assert!(t < now + Duration::from_secs(1), "no second chunk");
+            t = t + Duration::from_micros(100);
+            node.handle_timeout(t);
+        }
+    };
+    let (plain, ..) = run(None);
+    let overhead = fjord_core::node::CONTROL_OVERHEAD as u64;
+    let (charged, messages, bytes) = run(Some(overhead as usize));
+    assert!(messages > PEERS, "greetings and announcements were sent");
+    let wire = bytes + messages * overhead;
+    let expected = Duration::from_micros(wire * 8_000_000 / upload);
+    // Within the test's 100 µs steps and a µs of rounding per message.
+    let late = charged.saturating_sub(plain);
+    let slack = Duration::from_micros(100 + messages);
+    assert!(
+        late + slack >= expected && late <= expected + slack,
+        "the second chunk left {late:?} later; {messages} control messages take {expected:?}"
+    );
 }

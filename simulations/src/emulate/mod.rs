@@ -381,6 +381,8 @@ async fn run_inner(
     let mut origin_marks: Vec<(u64, u64, u64)> = Vec::new(); // (wall µs, highest seq, bytes up)
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut last_print = Instant::now();
+    // Every uplink's counters when the warm-up ended, and when.
+    let mut warm: Option<(Instant, Vec<UplinkSnapshot>)> = None;
     let interrupted = {
         let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let f = flag.clone();
@@ -396,6 +398,12 @@ async fn run_inner(
             bail!("interrupted");
         }
         let elapsed = started.elapsed().as_secs_f64();
+        if warm.is_none() && wall_us() >= warmup_end_us {
+            warm = Some((
+                Instant::now(),
+                stats.host_uplink.iter().map(UplinkSnapshot::of).collect(),
+            ));
+        }
         while next_join < n && elapsed >= sc.join_window_s * next_join as f64 / n as f64 {
             let i = next_join;
             let host = i + 1;
@@ -498,14 +506,31 @@ async fn run_inner(
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         let secs = started.elapsed().as_secs_f64().max(1.0);
         for (i, ((up, down), link)) in stats.host_drops.iter().zip(&stats.host_uplink).enumerate() {
-            let (u, d, n) = (load(up), load(down), load(&link.packets));
-            eprintln!(
-                "emulate: host {i} ({:.2} Mbit/s up): sent {:.0}% of its link on average, {n} packets; uplink queue wait mean {:.1} ms, max {:.0} ms; {u} packets dropped at its uplink, {d} at its downlink",
-                links[i].up_bps as f64 / 1e6,
-                load(&link.bytes) as f64 * 8.0 / secs / links[i].up_bps as f64 * 100.0,
-                load(&link.wait_us) as f64 / n.max(1) as f64 / 1000.0,
+            let (u, d) = (load(up), load(down));
+            let all = UplinkSnapshot::of(link);
+            let bps = links[i].up_bps as f64;
+            let mut line = format!(
+                "emulate: host {i} ({:.2} Mbit/s up): sent {:.0}% of its link on average, {} packets; uplink queue wait mean {:.1} ms, max {:.0} ms; {u} packets dropped at its uplink, {d} at its downlink",
+                bps / 1e6,
+                all.bytes as f64 * 8.0 / secs / bps * 100.0,
+                all.packets,
+                all.wait_us as f64 / all.packets.max(1) as f64 / 1000.0,
                 load(&link.max_wait_us) as f64 / 1000.0,
             );
+            if let Some((at, before)) = &warm {
+                let w = all.since(&before[i]);
+                let secs = at.elapsed().as_secs_f64().max(1.0);
+                line += &format!(
+                    "; after the warm-up {:.0}% of its link, {:.0} packets/s, queue wait mean {:.1} ms, small packets (<= {} B: control, acknowledgements) {:.0}/s taking {:.0}% of the link",
+                    w.bytes as f64 * 8.0 / secs / bps * 100.0,
+                    w.packets as f64 / secs,
+                    w.wait_us as f64 / w.packets.max(1) as f64 / 1000.0,
+                    router::SMALL_PACKET,
+                    w.small_packets as f64 / secs,
+                    w.small_bytes as f64 * 8.0 / secs / bps * 100.0,
+                );
+            }
+            eprintln!("{line}");
         }
     }
     let cpu = cpu_start
@@ -663,6 +688,39 @@ async fn run_inner(
         let _ = std::fs::remove_dir_all(&work);
     }
     Ok(report)
+}
+
+/// One uplink's counters at an instant, to take differences.
+#[derive(Clone, Copy, Debug)]
+struct UplinkSnapshot {
+    packets: u64,
+    bytes: u64,
+    wait_us: u64,
+    small_packets: u64,
+    small_bytes: u64,
+}
+
+impl UplinkSnapshot {
+    fn of(u: &router::UplinkStats) -> Self {
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        Self {
+            packets: load(&u.packets),
+            bytes: load(&u.bytes),
+            wait_us: load(&u.wait_us),
+            small_packets: load(&u.small_packets),
+            small_bytes: load(&u.small_bytes),
+        }
+    }
+
+    fn since(&self, earlier: &Self) -> Self {
+        Self {
+            packets: self.packets - earlier.packets,
+            bytes: self.bytes - earlier.bytes,
+            wait_us: self.wait_us - earlier.wait_us,
+            small_packets: self.small_packets - earlier.small_packets,
+            small_bytes: self.small_bytes - earlier.small_bytes,
+        }
+    }
 }
 
 /// The report as a Markdown table, emulator beside simulator.

@@ -64,7 +64,15 @@ pub struct UplinkStats {
     pub wait_us: AtomicU64,
     /// The longest wait, µs.
     pub max_wait_us: AtomicU64,
+    /// Packets of at most [`SMALL_PACKET`] bytes: control messages and acknowledgements.
+    pub small_packets: AtomicU64,
+    /// Their IP bytes.
+    pub small_bytes: AtomicU64,
 }
+
+/// Largest IP packet counted as small: no chunk data packet is that short (QUIC fills them to
+/// the path's MTU but for a chunk's tail), while control batches and acknowledgements are.
+pub const SMALL_PACKET: usize = 300;
 
 /// The address of host `index`: 10.77.0.1 for the origin (index 0), then on.
 pub fn address(index: usize) -> Ipv4Addr {
@@ -274,6 +282,10 @@ impl Shaper {
         up.bytes.fetch_add(len as u64, Ordering::Relaxed);
         up.wait_us.fetch_add(wait, Ordering::Relaxed);
         up.max_wait_us.fetch_max(wait, Ordering::Relaxed);
+        if len <= SMALL_PACKET {
+            up.small_packets.fetch_add(1, Ordering::Relaxed);
+            up.small_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        }
         if self.loss > 0.0 && self.rng.chance(self.loss) {
             stats.lost.fetch_add(1, Ordering::Relaxed);
             return None;
