@@ -1298,6 +1298,11 @@ impl Driver {
                         && let Some(link) = self.links.get(&p)
                     {
                         link.data.push(chunk);
+                    } else {
+                        // The core counts it sent; a trace shows it went nowhere.
+                        crate::trace::emit(&self.ctx.trace, "tx-void", &self.local_peer, || {
+                            format!("{} {}", peer.0, crate::trace::chunk(&chunk.id()))
+                        });
                     }
                 }
                 Output::Abort { peer, id } => {

@@ -1283,3 +1283,64 @@ fn control_messages_delay_the_next_chunk_by_their_transmission_time() {
         "the second chunk left {late:?} later; {messages} control messages take {expected:?}"
     );
 }
+
+/// The refusal of a long wait with slack to spare sends its requester elsewhere, so it waits
+/// for an elsewhere: while no other neighbour is known to hold the chunk, its requests are
+/// kept (a lone copy refused to every requester is lost to all of them). Once a copy went
+/// out, its receiver is one, and the rest of a long queue is refused.
+#[test]
+fn a_chunk_held_nowhere_else_is_not_refused_for_slack() {
+    let f = fixture();
+    let (older, chunk) = (f.chunks[99].clone(), f.chunks[100].clone());
+    // A copy takes 200 ms: of five requests, the last ones queue past the cap of two chunk
+    // durations with more than that to spare (about 1.9 s of the 2 s target are left).
+    let upload = chunk.len() as u64 * 8 * 5;
+    let now = Time::from_micros(chunk.meta().published_at_us + 100_000);
+    let mut node = fjord_holder(upload, now, &[older, chunk]);
+    let request = |node: &mut Node, p: u64, seq: u64| {
+        let msg = Control::Request(Harness::id(seq));
+        node.handle(
+            now,
+            Input::Control {
+                peer: PeerId(p),
+                msg,
+            },
+        );
+    };
+    // Another chunk takes the uplink first; then every other peer asks for chunk 100.
+    request(&mut node, 0, 99);
+    for p in 1..PEERS {
+        request(&mut node, p, 100);
+    }
+    let (mut first_copy, mut refused) = (None, Vec::new());
+    let mut t = now;
+    while t < now + Duration::from_millis(1500) {
+        while let Some(out) = node.poll_output() {
+            match out {
+                Output::Control {
+                    msg: Control::Cancel(c),
+                    ..
+                } if c == Harness::id(100) => refused.push(t),
+                Output::Chunk { chunk, .. } if chunk.meta().id() == Harness::id(100) => {
+                    first_copy.get_or_insert(t);
+                }
+                _ => {}
+            }
+        }
+        t = t + Duration::from_millis(1);
+        node.handle_timeout(t);
+    }
+    let first_copy = first_copy.expect("chunk 100 was served");
+    assert!(
+        !refused.is_empty(),
+        "the long queue was refused once a copy was out"
+    );
+    for at in refused {
+        assert!(
+            at > first_copy,
+            "refused {:?} after the requests, before the first copy ({:?})",
+            at.saturating_since(now),
+            first_copy.saturating_since(now)
+        );
+    }
+}
