@@ -334,10 +334,11 @@ impl Node {
                 // served, however long it waits: traced on the emulator at 80 ms chunks, an
                 // audio chunk whose one copy from the origin reached a busy viewer was asked
                 // of it by 17 neighbours, refused to all of them, and missed by the whole mesh.
+                // (The origin, which sent us the chunk, serves no requests: it is no elsewhere.)
                 let elsewhere = || {
                     self.tracks[q.track]
                         .get(q.seq)
-                        .is_some_and(|s| s.known != 0)
+                        .is_some_and(|s| s.known & !self.origins != 0)
                 };
                 let spares =
                     free > now + wait_cap && q.due.saturating_since(done) > wait_cap && elsewhere();

@@ -1296,7 +1296,37 @@ fn a_chunk_held_nowhere_else_is_not_refused_for_slack() {
     // durations with more than that to spare (about 1.9 s of the 2 s target are left).
     let upload = chunk.len() as u64 * 8 * 5;
     let now = Time::from_micros(chunk.meta().published_at_us + 100_000);
-    let mut node = fjord_holder(upload, now, &[older, chunk]);
+    let mut node = fjord_holder(upload, now, &[older]);
+    // Chunk 100 comes from the origin, which holds it but serves no requests.
+    let origin = PeerId(PEERS);
+    node.handle(
+        now,
+        Input::PeerUp {
+            peer: origin,
+            outbound: true,
+            rtt: Some(Duration::from_millis(40)),
+        },
+    );
+    let hello = Control::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        role: Role::Origin,
+        upload_bps: 10_000_000,
+    });
+    node.handle(
+        now,
+        Input::Control {
+            peer: origin,
+            msg: hello,
+        },
+    );
+    node.handle(
+        now,
+        Input::Chunk {
+            from: Some(origin),
+            chunk,
+        },
+    );
+    while node.poll_output().is_some() {}
     let request = |node: &mut Node, p: u64, seq: u64| {
         let msg = Control::Request(Harness::id(seq));
         node.handle(
