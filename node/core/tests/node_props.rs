@@ -1374,3 +1374,49 @@ fn a_chunk_held_nowhere_else_is_not_refused_for_slack() {
         );
     }
 }
+
+/// Served newest first, the requests for an old chunk that no other neighbour holds wait
+/// behind every newer one until its deadline, and all its requesters miss it (traced on the
+/// emulator: a viewer holding an audio chunk's only copy kept 19 requests for it 2.6 s, then
+/// refused them). Once such a chunk is a quarter of the target latency old, its requests go
+/// ahead as urgent ones, within the urgent budget.
+#[test]
+fn an_old_chunk_only_we_hold_is_served_ahead_of_newer_ones() {
+    let f = fixture();
+    let chunks: Vec<Chunk> = (100..=104).map(|s| f.chunks[s].clone()).collect();
+    let start = Time::from_micros(chunks[4].meta().published_at_us);
+    let upload = 2_000_000;
+    let mut node = fjord_holder(upload, start, &chunks);
+    // 300 ms later (the urgent budget has accrued 60 ms): chunk 100 is 1.3 s old, past a
+    // quarter of the 2 s target. Peer 5 holds the newer ones, which peers 1-4 ask for.
+    let now = start + Duration::from_millis(300);
+    let tell = |node: &mut Node, p: u64, msg: Control| {
+        node.handle(
+            now,
+            Input::Control {
+                peer: PeerId(p),
+                msg,
+            },
+        );
+    };
+    for seq in 101..=104 {
+        tell(&mut node, 5, Control::Have(Harness::id(seq)));
+    }
+    for (p, seq) in [(1, 104), (2, 103), (3, 102), (4, 101)] {
+        tell(&mut node, p, Control::Request(Harness::id(seq)));
+    }
+    tell(&mut node, 0, Control::Request(Harness::id(100)));
+    let mut served = Vec::new();
+    let mut t = now;
+    while served.len() < 5 && t < now + Duration::from_secs(1) {
+        while let Some(out) = node.poll_output() {
+            if let Output::Chunk { chunk, .. } = out {
+                served.push(chunk.meta().sequence);
+            }
+        }
+        t = t + Duration::from_millis(1);
+        node.handle_timeout(t);
+    }
+    // The first request took the uplink at once; chunk 100 goes next, then newest first.
+    assert_eq!(served, [104, 100, 103, 102, 101]);
+}
