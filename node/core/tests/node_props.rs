@@ -718,6 +718,17 @@ fn an_overtaken_request_is_refused_as_soon_as_it_cannot_be_served() {
             },
         );
     };
+    // Peer 5 holds both (so neither is ours alone, which would make its requests urgent).
+    for seq in [99, 100] {
+        let msg = Control::Have(Harness::id(seq));
+        node.handle(
+            now,
+            Input::Control {
+                peer: PeerId(5),
+                msg,
+            },
+        );
+    }
     // Peer 0 takes the uplink; peer 1's request for the older chunk is admitted behind it;
     // then three requests for the newer chunk come, each admitted (its deadline is later).
     request(&mut node, 0, 100);
