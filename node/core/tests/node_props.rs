@@ -828,6 +828,30 @@ fn a_newcomer_asks_at_once_for_live_chunks_and_never_the_origin() {
     assert_eq!(asked, expected);
 }
 
+/// Runs `node` from `now` for `span` in 1 ms steps, handing each output to `f` with the time.
+fn run_for(node: &mut Node, now: Time, span: Duration, mut f: impl FnMut(Time, Output)) {
+    let mut t = now;
+    while t < now + span {
+        while let Some(out) = node.poll_output() {
+            f(t, out);
+        }
+        t = t + Duration::from_millis(1);
+        node.handle_timeout(t);
+    }
+}
+
+/// For an output about chunk `seq`: `Some(true)` a refusal (`Cancel`), `Some(false)` a copy.
+fn refusal_or_copy(out: &Output, seq: u64) -> Option<bool> {
+    match out {
+        Output::Control {
+            msg: Control::Cancel(c),
+            ..
+        } if *c == Harness::id(seq) => Some(true),
+        Output::Chunk { chunk, .. } if chunk.meta().id() == Harness::id(seq) => Some(false),
+        _ => None,
+    }
+}
+
 /// A request that would wait more than two chunk durations in a holder's queue, and still
 /// have more than two to spare when served, is refused when the uplink first frees: its
 /// requester has time to ask an idle holder instead of waiting here and then asking a second
@@ -853,23 +877,16 @@ fn a_long_wait_with_slack_to_spare_is_refused_at_once() {
             );
         }
         let (mut served, mut refused) = (0, Vec::new());
-        let mut t = now;
-        while t < now + Duration::from_millis(1500) {
-            while let Some(out) = node.poll_output() {
-                match out {
-                    Output::Control {
-                        msg: Control::Cancel(c),
-                        ..
-                    } if c == Harness::id(100) => refused.push(t),
-                    Output::Chunk { chunk, .. } if chunk.meta().id() == Harness::id(100) => {
-                        served += 1;
-                    }
-                    _ => {}
-                }
-            }
-            t = t + Duration::from_millis(1);
-            node.handle_timeout(t);
-        }
+        run_for(
+            &mut node,
+            now,
+            Duration::from_millis(1500),
+            |t, out| match refusal_or_copy(&out, 100) {
+                Some(true) => refused.push(t),
+                Some(false) => served += 1,
+                None => {}
+            },
+        );
         (served, refused)
     };
     let (served, refused) = run(4);
@@ -1354,23 +1371,18 @@ fn a_chunk_held_nowhere_else_is_not_refused_for_slack() {
         request(&mut node, p, 100);
     }
     let (mut first_copy, mut refused) = (None, Vec::new());
-    let mut t = now;
-    while t < now + Duration::from_millis(1500) {
-        while let Some(out) = node.poll_output() {
-            match out {
-                Output::Control {
-                    msg: Control::Cancel(c),
-                    ..
-                } if c == Harness::id(100) => refused.push(t),
-                Output::Chunk { chunk, .. } if chunk.meta().id() == Harness::id(100) => {
-                    first_copy.get_or_insert(t);
-                }
-                _ => {}
+    run_for(
+        &mut node,
+        now,
+        Duration::from_millis(1500),
+        |t, out| match refusal_or_copy(&out, 100) {
+            Some(true) => refused.push(t),
+            Some(false) => {
+                first_copy.get_or_insert(t);
             }
-        }
-        t = t + Duration::from_millis(1);
-        node.handle_timeout(t);
-    }
+            None => {}
+        },
+    );
     let first_copy = first_copy.expect("chunk 100 was served");
     assert!(
         !refused.is_empty(),
