@@ -149,7 +149,8 @@ impl Config {
 /// average. Measured on the emulator's `emu30` at 80 ms chunks (session 16): a viewer on a
 /// 1.12 Mbit/s uplink sent 331 control messages a second in about 218 packets, while its
 /// chunks took only 495 kbit/s of the 900 it offered, and its uplink queue still waited
-/// 140 ms on average: the control traffic on top of the paced chunks overfilled the link.
+/// 100-140 ms on average over the run: the control traffic on top of the paced chunks
+/// overfilled the link (after the warm-up, with this charge, 13-18 ms).
 pub const CONTROL_OVERHEAD: usize = 44;
 
 /// Slots accepted beyond `max_neighbours` until the next maintenance trims the worst.
