@@ -208,6 +208,12 @@ impl Node {
         }
     }
 
+    /// Whether a neighbour other than the origin (which serves no requests, so is no source
+    /// to send a requester to) is known to hold the chunk of slot `s`.
+    fn held_elsewhere(&self, s: &crate::store::Slot) -> bool {
+        s.known & !self.origins != 0
+    }
+
     /// Whether `bytes` sent now to neighbour `slot` arrive by `deadline`.
     fn arrives_in_time(&self, now: Time, slot: usize, bytes: usize, deadline: Time) -> bool {
         let Some(n) = self.neighbours.get(slot) else {
@@ -286,7 +292,7 @@ impl Node {
                 // A chunk no other neighbour (but the origin) is known to hold, and already
                 // old: behind newer chunks its requests would wait until its deadline.
                 let sole = project
-                    && s.known & !self.origins == 0
+                    && !self.held_elsewhere(s)
                     && now.saturating_since(Time::from_micros(chunk.meta().published_at_us))
                         > sole_age;
                 let key = if project && n.starving() {
@@ -352,11 +358,10 @@ impl Node {
                 // served, however long it waits: traced on the emulator at 80 ms chunks, an
                 // audio chunk whose one copy from the origin reached a busy viewer was asked
                 // of it by 17 neighbours, refused to all of them, and missed by the whole mesh.
-                // (The origin, which sent us the chunk, serves no requests: it is no elsewhere.)
                 let elsewhere = || {
                     self.tracks[q.track]
                         .get(q.seq)
-                        .is_some_and(|s| s.known & !self.origins != 0)
+                        .is_some_and(|s| self.held_elsewhere(s))
                 };
                 let spares =
                     free > now + wait_cap && q.due.saturating_since(done) > wait_cap && elsewhere();
