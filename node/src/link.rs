@@ -31,11 +31,6 @@ pub const CONTROL_QUEUE: usize = 1024;
 pub const DATA_QUEUE: usize = 32;
 /// Bytes of control frames written to QUIC at once at most.
 const CONTROL_BATCH: usize = 16 * 1024;
-/// Longest an announcement waits for other control messages to the same peer. Announcements
-/// of a video chunk and of the audio chunk of the same instant then share a packet; 40 ms is
-/// small next to a hop's 200-500 ms (20 ms sent about 5% more packets from a slow host, whose
-/// uplink queue then waited longer; see the acknowledgement delay in `mesh`).
-const ANNOUNCE_DELAY: Duration = Duration::from_millis(40);
 /// Time allowed to open both streams to a peer (dialling included).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -271,31 +266,16 @@ pub async fn write(
         while let Some(frame) = frames.recv().await {
             // Control messages are small: hand them to QUIC together, so that they share
             // packets (a packet's headers cost more than an announcement, and each packet
-            // costs the receiver an acknowledgement on its own uplink). Requests, cancels and
-            // acknowledgements go at once, with whatever is waiting; announcements alone wait
-            // up to ANNOUNCE_DELAY for company.
+            // costs the receiver an acknowledgement on its own uplink). The core holds
+            // announcements back for company (`fjord_core::node::Config::announce_hold`), so
+            // that the simulator, which runs the same core, sees the same delay; here only
+            // what is already queued goes along.
             batch.clear();
-            // Appends a frame; true if it must go at once.
-            let add = |batch: &mut Vec<u8>, frame: &Bytes| {
-                framing::encode_frame(batch, frame);
-                !Frame::is_announcement(frame)
-            };
-            let mut urgent = add(&mut batch, &frame);
-            let hold_until = tokio::time::Instant::now() + ANNOUNCE_DELAY;
-            loop {
-                while batch.len() < CONTROL_BATCH
-                    && let Ok(more) = frames.try_recv()
-                {
-                    urgent |= add(&mut batch, &more);
-                }
-                if urgent || batch.len() >= CONTROL_BATCH {
-                    break;
-                }
-                match tokio::time::timeout_at(hold_until, frames.recv()).await {
-                    Ok(Some(more)) => urgent |= add(&mut batch, &more),
-                    // Closed (the loop above then ends) or held long enough.
-                    Ok(None) | Err(_) => break,
-                }
+            framing::encode_frame(&mut batch, &frame);
+            while batch.len() < CONTROL_BATCH
+                && let Ok(more) = frames.try_recv()
+            {
+                framing::encode_frame(&mut batch, &more);
             }
             ctl.write_all(&batch).await?;
             metrics.bytes_up.inc_by(batch.len() as u64);

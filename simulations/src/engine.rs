@@ -268,6 +268,7 @@ impl<'s> Engine<'s> {
         c.push_horizon = Duration::from_millis(n.push_horizon_ms);
         c.urgent_share = n.urgent_share;
         c.control_overhead = n.charge_control.then_some(n.control_overhead_bytes);
+        c.announce_hold = Duration::from_millis(n.announce_hold_ms);
         c
     }
 

@@ -252,6 +252,9 @@ pub struct NodeSettings {
     pub charge_control: bool,
     /// Bytes each control message costs beyond its encoding (packet headers' share).
     pub control_overhead_bytes: usize,
+    /// Longest an announcement waits for company to the same neighbour, ms
+    /// (`fjord-core`'s `Config::announce_hold`; 0 sends each at once, as before session 17).
+    pub announce_hold_ms: u64,
 }
 
 impl Default for Scenario {
@@ -332,6 +335,7 @@ impl Default for NodeSettings {
             control_overhead_bytes: v
                 .control_overhead
                 .unwrap_or(fjord_core::node::CONTROL_OVERHEAD),
+            announce_hold_ms: v.announce_hold.as_millis() as u64,
         }
     }
 }

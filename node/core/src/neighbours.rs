@@ -77,7 +77,15 @@ pub(crate) struct Neighbour {
     /// Whether it is known to hold or receive any chunk (it announced one, withdrew a request,
     /// or we sent it one). Until then it is a newcomer waiting for its first chunk.
     pub(crate) holds_any: bool,
+    /// Announcements to it held back for company (see [`crate::node::Config::announce_hold`]),
+    /// at most [`MAX_HELD`].
+    pub(crate) held: Vec<crate::wire::ChunkId>,
+    /// When the oldest of `held` must go.
+    pub(crate) hold_until: Option<Time>,
 }
+
+/// Announcements held for one neighbour at most; one more sends them all at once.
+pub const MAX_HELD: usize = 32;
 
 impl Neighbour {
     pub(crate) fn new(peer: PeerId, now: Time, protected: bool) -> Self {
@@ -102,6 +110,8 @@ impl Neighbour {
             spare: 0,
             refused_at: None,
             holds_any: false,
+            held: Vec::new(),
+            hold_until: None,
         }
     }
 

@@ -239,13 +239,6 @@ impl Control {
 }
 
 impl Frame {
-    /// Whether an encoded frame is an announcement ([`Control::Have`] or
-    /// [`Control::HaveMap`]): a transport may hold those back briefly to send several in one
-    /// packet, where requests, cancels and acknowledgements must go at once.
-    pub fn is_announcement(encoded: &[u8]) -> bool {
-        matches!(encoded.first(), Some(&kind::HAVE | &kind::HAVE_MAP))
-    }
-
     /// Encodes a frame. Media frames copy the signed bytes once, behind the kind byte.
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::new();

@@ -10,7 +10,8 @@
 //! is full. A transfer that became useless (the receiver got the chunk elsewhere) is aborted.
 //!
 //! # Fjord (the default): announce, reserve, serve
-//! Every node announces a chunk to its neighbours when its first byte arrives. A node that hears
+//! Every node announces a chunk to its neighbours when its first byte arrives (held up to
+//! [`Config::announce_hold`] for company, see [`crate::node::ANNOUNCE_HOLD`]). A node that hears
 //! of a chunk from a *spreader* (a neighbour whose upload is at least the stream rate) reserves
 //! it there at once (see [`crate::repair`]): the request's round trip hides behind that
 //! neighbour's own reception, so the chunk comes as soon as the neighbour has it. A viewer
@@ -150,6 +151,7 @@
 //! [`crate::repair`]).
 //!
 //! [`Config::urgent_share`]: crate::node::Config::urgent_share
+//! [`Config::announce_hold`]: crate::node::Config::announce_hold
 
 use std::time::Duration;
 

@@ -1443,3 +1443,111 @@ fn an_old_chunk_only_we_hold_is_served_ahead_of_newer_ones() {
     // The first request took the uplink at once; chunk 100 goes next, then newest first.
     assert_eq!(served, [104, 100, 103, 102, 101]);
 }
+
+/// Announcements wait for company (`Config::announce_hold`): a `Have` goes when the hold
+/// ends, or ahead of the next other message to the same neighbour, and not at all to a
+/// neighbour that announced the chunk meanwhile; with no hold it goes at once. The node's
+/// transport used to hold them where the simulator could not see it.
+#[test]
+fn announcements_wait_for_company_up_to_the_hold() {
+    let f = fixture();
+    let fresh = f.chunks[100].clone();
+    let id = Harness::id(100);
+    let at = Time::from_micros(fresh.meta().published_at_us + 5_000);
+    let ms = |n: u64| at + Duration::from_millis(n);
+    // Each control message to a peer, with when it left.
+    let run = |hold: Duration| -> Vec<(Time, u64, Control)> {
+        let config = Config {
+            announce_hold: hold,
+            policy: Policy::Fjord,
+            ..Config::viewer(2_000_000)
+        };
+        let mut node = hold_chunks(config, at);
+        let mut sent = Vec::new();
+        let mut drain = |node: &mut Node, t: Time| {
+            while let Some(out) = node.poll_output() {
+                if let Output::Control { peer, msg } = out {
+                    sent.push((t, peer.0, msg));
+                }
+            }
+        };
+        node.handle(
+            at,
+            Input::Chunk {
+                from: None,
+                chunk: fresh.clone(),
+            },
+        );
+        drain(&mut node, at);
+        let mut t = at;
+        while t < ms(100) {
+            t = t + Duration::from_millis(1);
+            if t == ms(10) {
+                // Peer 1 got it elsewhere and says so.
+                let msg = Control::Have(id);
+                node.handle(
+                    t,
+                    Input::Control {
+                        peer: PeerId(1),
+                        msg,
+                    },
+                );
+            }
+            if t == ms(20) {
+                // Peer 0 asks for a long-expired chunk, which is refused at once.
+                let msg = Control::Request(Harness::id(50));
+                node.handle(
+                    t,
+                    Input::Control {
+                        peer: PeerId(0),
+                        msg,
+                    },
+                );
+            }
+            node.handle_timeout(t);
+            drain(&mut node, t);
+        }
+        sent
+    };
+    let haves = |sent: &[(Time, u64, Control)]| -> Vec<(Time, u64)> {
+        sent.iter()
+            .filter(|(_, _, m)| *m == Control::Have(id))
+            .map(|(t, p, _)| (*t, *p))
+            .collect()
+    };
+
+    let held = run(fjord_core::node::ANNOUNCE_HOLD);
+    assert_eq!(fjord_core::node::ANNOUNCE_HOLD, Duration::from_millis(40));
+    let mut expected = vec![(ms(20), 0)];
+    expected.extend((2..PEERS).map(|p| (ms(40), p)));
+    assert_eq!(haves(&held), expected, "{held:?}");
+    // Peer 0's announcement went just ahead of the refusal that took it along.
+    let to_0: Vec<&Control> = held
+        .iter()
+        .filter(|(_, p, _)| *p == 0)
+        .map(|(_, _, m)| m)
+        .collect();
+    assert_eq!(
+        to_0,
+        [&Control::Have(id), &Control::Cancel(Harness::id(50))],
+        "{held:?}"
+    );
+
+    let at_once = run(Duration::ZERO);
+    let expected: Vec<(Time, u64)> = (0..PEERS).map(|p| (at, p)).collect();
+    assert_eq!(haves(&at_once), expected, "{at_once:?}");
+}
+
+/// A Fjord node with `config`, `PEERS` greeted neighbours and chunk 99 at `now`, its
+/// outputs drained, announcements of chunk 99 included (it got it 50 ms before).
+fn hold_chunks(config: Config, now: Time) -> Node {
+    let before = Time::from_micros(now.as_micros() - 50_000);
+    let mut node = hold(
+        greet_peers(fjord_node(config, before), before),
+        before,
+        &[fixture().chunks[99].clone()],
+    );
+    node.handle_timeout(now);
+    while node.poll_output().is_some() {}
+    node
+}
