@@ -269,6 +269,7 @@ impl<'s> Engine<'s> {
         c.urgent_share = n.urgent_share;
         c.control_overhead = n.charge_control.then_some(n.control_overhead_bytes);
         c.announce_hold = Duration::from_millis(n.announce_hold_ms);
+        c.spreader_share = n.spreader_share;
         c
     }
 

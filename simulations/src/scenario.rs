@@ -255,6 +255,9 @@ pub struct NodeSettings {
     /// Longest an announcement waits for company to the same neighbour, ms
     /// (`fjord-core`'s `Config::announce_hold`; 0 sends each at once, as before session 17).
     pub announce_hold_ms: u64,
+    /// Share of the stream rate from which a node is a spreader (`fjord-core`'s
+    /// `Config::spreader_share`; 1 for the behaviour before session 17).
+    pub spreader_share: f64,
 }
 
 impl Default for Scenario {
@@ -336,6 +339,7 @@ impl Default for NodeSettings {
                 .control_overhead
                 .unwrap_or(fjord_core::node::CONTROL_OVERHEAD),
             announce_hold_ms: v.announce_hold.as_millis() as u64,
+            spreader_share: v.spreader_share,
         }
     }
 }

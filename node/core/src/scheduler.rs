@@ -12,7 +12,8 @@
 //! # Fjord (the default): announce, reserve, serve
 //! Every node announces a chunk to its neighbours when its first byte arrives (held up to
 //! [`Config::announce_hold`] for company, see [`crate::node::ANNOUNCE_HOLD`]). A node that hears
-//! of a chunk from a *spreader* (a neighbour whose upload is at least the stream rate) reserves
+//! of a chunk from a *spreader* (a neighbour whose upload is at least
+//! [`Config::spreader_share`], 0.8, of the stream rate) reserves
 //! it there at once (see [`crate::repair`]): the request's round trip hides behind that
 //! neighbour's own reception, so the chunk comes as soon as the neighbour has it. A viewer
 //! sends only what was requested:
@@ -152,6 +153,7 @@
 //!
 //! [`Config::urgent_share`]: crate::node::Config::urgent_share
 //! [`Config::announce_hold`]: crate::node::Config::announce_hold
+//! [`Config::spreader_share`]: crate::node::Config::spreader_share
 
 use std::time::Duration;
 

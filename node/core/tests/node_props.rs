@@ -1551,3 +1551,81 @@ fn hold_chunks(config: Config, now: Time) -> Node {
     while node.poll_output().is_some() {}
     node
 }
+
+/// Spreaders (`Config::spreader_share` of the stream rate, 0.8 by default) reserve an
+/// announced chunk at once at the first spreader announcing it; others wait their patience.
+/// A node or a neighbour at 0.875 of the stream (700 of 800 kbit/s) now counts, as `ri12`'s
+/// 0.85x class does, which at a share of 1 neither reserved nor was reserved at.
+#[test]
+fn nodes_from_the_spreader_share_of_the_stream_reserve_at_once() {
+    let f = fixture();
+    let id = Harness::id(101);
+    let heard = Time::from_micros(f.chunks[101].meta().published_at_us + 10_000);
+    // (own upload, announcing neighbour's upload, spreader share) -> waited ms before asking.
+    for (own, theirs, share, expected_ms) in [
+        (2_000_000, 1_000_000, None, 0),
+        (700_000, 1_000_000, None, 0),
+        (2_000_000, 700_000, None, 0),
+        (700_000, 1_000_000, Some(1.0), 150),
+        (2_000_000, 700_000, Some(1.0), 150),
+        (500_000, 1_000_000, None, 150),
+        (2_000_000, 500_000, None, 150),
+    ] {
+        let mut config = Config::viewer(own);
+        config.policy = Policy::Fjord;
+        if let Some(s) = share {
+            config.spreader_share = s;
+        }
+        // Peer 0 greets with `theirs`, the others at 1 Mbit/s; then peer 0 announces 101.
+        let mut node = fjord_node(config, heard);
+        for p in 0..PEERS {
+            let peer = PeerId(p);
+            let rtt = Some(Duration::from_millis(40));
+            node.handle(
+                heard,
+                Input::PeerUp {
+                    peer,
+                    outbound: false,
+                    rtt,
+                },
+            );
+            let upload_bps = if p == 0 { theirs } else { 1_000_000 };
+            let msg = Control::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                role: Role::Viewer,
+                upload_bps,
+            });
+            node.handle(heard, Input::Control { peer, msg });
+        }
+        let mut node = hold(node, heard, &[f.chunks[100].clone()]);
+        node.handle(
+            heard,
+            Input::Control {
+                peer: PeerId(0),
+                msg: Control::Have(id),
+            },
+        );
+        let mut asked_at = None;
+        let mut t = heard;
+        while asked_at.is_none() && t <= heard + Duration::from_millis(400) {
+            node.handle_timeout(t);
+            while let Some(out) = node.poll_output() {
+                if let Output::Control {
+                    msg: Control::Request(c) | Control::Urgent(c),
+                    ..
+                } = out
+                    && c == id
+                {
+                    asked_at.get_or_insert(t);
+                }
+            }
+            t = t + Duration::from_millis(1);
+        }
+        let waited = asked_at.map(|a| a.saturating_since(heard).as_millis());
+        assert_eq!(
+            waited,
+            Some(expected_ms),
+            "own {own}, theirs {theirs}, share {share:?}"
+        );
+    }
+}
