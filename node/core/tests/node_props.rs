@@ -1204,36 +1204,42 @@ fn a_node_that_does_not_pass_on_asks_after_its_patience_in_chunk_durations() {
             heard,
             &[f.chunks[100].clone()],
         );
-        node.handle(
-            heard,
-            Input::Control {
-                peer: PeerId(0),
-                msg: Control::Have(id),
-            },
-        );
-        let mut asked_at = None;
-        let mut t = heard;
-        while asked_at.is_none() && t <= heard + Duration::from_millis(400) {
-            node.handle_timeout(t);
-            while let Some(out) = node.poll_output() {
-                if let Output::Control {
-                    msg: Control::Request(c) | Control::Urgent(c),
-                    ..
-                } = out
-                    && c == id
-                {
-                    asked_at.get_or_insert(t);
-                }
-            }
-            t = t + Duration::from_millis(1);
-        }
-        let waited = asked_at.map(|a| a.saturating_since(heard).as_millis());
+        let waited = asked_after_announcement(&mut node, heard, id);
         assert_eq!(
             waited,
             Some(expected_ms),
             "patience share {share:?}, at most {max_ms:?} ms"
         );
     }
+}
+
+/// Peer 0 announces `id` to `node` at `heard`: how long after (in ms, within 400) the node
+/// first requests it, stepping 1 ms.
+fn asked_after_announcement(node: &mut Node, heard: Time, id: ChunkId) -> Option<u128> {
+    let msg = Control::Have(id);
+    node.handle(
+        heard,
+        Input::Control {
+            peer: PeerId(0),
+            msg,
+        },
+    );
+    let mut t = heard;
+    while t <= heard + Duration::from_millis(400) {
+        node.handle_timeout(t);
+        while let Some(out) = node.poll_output() {
+            if let Output::Control {
+                msg: Control::Request(c) | Control::Urgent(c),
+                ..
+            } = out
+                && c == id
+            {
+                return Some(t.saturating_since(heard).as_millis());
+            }
+        }
+        t = t + Duration::from_millis(1);
+    }
+    None
 }
 
 /// Control messages share the uplink with chunks (`Config::control_overhead`): those a node
@@ -1576,7 +1582,7 @@ fn nodes_from_the_spreader_share_of_the_stream_reserve_at_once() {
         if let Some(s) = share {
             config.spreader_share = s;
         }
-        // Peer 0 greets with `theirs`, the others at 1 Mbit/s; then peer 0 announces 101.
+        // Peer 0 greets with `theirs`, the others at 1 Mbit/s; then it announces 101.
         let mut node = fjord_node(config, heard);
         for p in 0..PEERS {
             let peer = PeerId(p);
@@ -1598,30 +1604,7 @@ fn nodes_from_the_spreader_share_of_the_stream_reserve_at_once() {
             node.handle(heard, Input::Control { peer, msg });
         }
         let mut node = hold(node, heard, &[f.chunks[100].clone()]);
-        node.handle(
-            heard,
-            Input::Control {
-                peer: PeerId(0),
-                msg: Control::Have(id),
-            },
-        );
-        let mut asked_at = None;
-        let mut t = heard;
-        while asked_at.is_none() && t <= heard + Duration::from_millis(400) {
-            node.handle_timeout(t);
-            while let Some(out) = node.poll_output() {
-                if let Output::Control {
-                    msg: Control::Request(c) | Control::Urgent(c),
-                    ..
-                } = out
-                    && c == id
-                {
-                    asked_at.get_or_insert(t);
-                }
-            }
-            t = t + Duration::from_millis(1);
-        }
-        let waited = asked_at.map(|a| a.saturating_since(heard).as_millis());
+        let waited = asked_after_announcement(&mut node, heard, id);
         assert_eq!(
             waited,
             Some(expected_ms),
