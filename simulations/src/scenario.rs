@@ -419,6 +419,9 @@ impl Scenario {
         if !(0.0..=1.0).contains(&self.node.urgent_share) {
             return bad("node.urgent_share must be in [0, 1]");
         }
+        if !(0.0..=100.0).contains(&self.node.spreader_share) {
+            return bad("node.spreader_share must be in [0, 100]");
+        }
         if !(0.0..0.5).contains(&self.network.loss) {
             return bad("loss must be in [0, 0.5)");
         }
@@ -455,7 +458,7 @@ impl Scenario {
 
 #[cfg(test)]
 mod tests {
-    use super::{ClassDeck, PeerClass, kill_set};
+    use super::{ClassDeck, PeerClass, Scenario, kill_set};
     use fjord_core::rng::Rng;
 
     fn class(share: f64, upload: f64) -> PeerClass {
@@ -464,6 +467,19 @@ mod tests {
             upload,
             download: 10.0,
         }
+    }
+
+    #[test]
+    fn node_settings_out_of_range_are_refused() {
+        let mut sc = Scenario::default();
+        assert!(sc.validate().is_ok());
+        sc.node.spreader_share = f64::NAN;
+        let err = sc.validate().unwrap_err().to_string();
+        assert!(err.contains("node.spreader_share"), "{err}");
+        sc.node.spreader_share = 0.8;
+        sc.node.urgent_share = 1.5;
+        let err = sc.validate().unwrap_err().to_string();
+        assert!(err.contains("node.urgent_share"), "{err}");
     }
 
     #[test]

@@ -968,12 +968,12 @@ impl Node {
         }
     }
 
-    /// The stream's total nominal bit rate.
     /// The upload from which a node is a spreader ([`Config::spreader_share`] of the stream).
     pub(crate) fn spreader_bps(&self) -> u64 {
         (self.stream_bps() as f64 * self.config.spreader_share) as u64
     }
 
+    /// The stream's total nominal bit rate.
     pub(crate) fn stream_bps(&self) -> u64 {
         self.manifest.as_ref().map_or(0, |m| {
             m.content()
