@@ -441,7 +441,12 @@ fn fjord_viewer(upload: u64, now: Time) -> Node {
 
 /// A node with `config` created at `now`, holding the manifest.
 fn fjord_node(config: Config, now: Time) -> Node {
-    let mut node = Node::new(config, 1, now);
+    fjord_node_seeded(config, 1, now)
+}
+
+/// [`fjord_node`] with its random generator seeded by `seed`.
+fn fjord_node_seeded(config: Config, seed: u64, now: Time) -> Node {
+    let mut node = Node::new(config, seed, now);
     node.handle(
         now,
         Input::Manifest {
@@ -1611,4 +1616,82 @@ fn nodes_from_the_spreader_share_of_the_stream_reserve_at_once() {
             "own {own}, theirs {theirs}, share {share:?}"
         );
     }
+}
+
+/// A node that does not pass chunks on asks, after its patience, a holder drawn in inverse
+/// proportion to upload: the fast holders are the spreaders, whose queues the spreaders'
+/// reservations fill, and a slow holder serves at once. Here a holder at 0.75 of the stream
+/// rate and one at five times it both announce a chunk; the slow one should be asked about
+/// 35 times in 40 (5 in 40 if the draw followed upload).
+#[test]
+fn repairs_are_asked_of_slow_holders_more_than_fast_ones() {
+    let f = fixture();
+    let id = Harness::id(101);
+    let heard = Time::from_micros(f.chunks[101].meta().published_at_us + 10_000);
+    let (fast, slow) = (PeerId(0), PeerId(1));
+    let mut asked_slow = 0;
+    let trials = 40;
+    for seed in 0..trials {
+        let config = Config {
+            policy: Policy::Fjord,
+            ..Config::viewer(500_000)
+        };
+        let mut node = fjord_node_seeded(config, seed, heard);
+        for (peer, upload_bps) in [(fast, 4_000_000), (slow, 600_000)] {
+            node.handle(
+                heard,
+                Input::PeerUp {
+                    peer,
+                    outbound: false,
+                    rtt: Some(Duration::from_millis(40)),
+                },
+            );
+            let hello = Control::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                role: Role::Viewer,
+                upload_bps,
+            });
+            node.handle(heard, Input::Control { peer, msg: hello });
+        }
+        // The node holds chunk 100, which both announce too (so neither is a newcomer); then
+        // both announce the new one.
+        node.handle(
+            heard,
+            Input::Chunk {
+                from: None,
+                chunk: f.chunks[100].clone(),
+            },
+        );
+        for msg in [Control::Have(Harness::id(100)), Control::Have(id)] {
+            for peer in [fast, slow] {
+                node.handle(heard, Input::Control { peer, msg });
+            }
+        }
+        let mut asked = None;
+        let mut t = heard;
+        while asked.is_none() && t <= heard + Duration::from_millis(400) {
+            node.handle_timeout(t);
+            while let Some(out) = node.poll_output() {
+                if let Output::Control {
+                    peer,
+                    msg: Control::Request(c),
+                } = out
+                    && c == id
+                {
+                    asked = Some(peer);
+                }
+            }
+            t = t + Duration::from_millis(1);
+        }
+        let asked = asked.unwrap_or_else(|| panic!("seed {seed}: nobody asked for the chunk"));
+        assert!(
+            asked == fast || asked == slow,
+            "seed {seed}: asked {asked:?}, no holder"
+        );
+        asked_slow += u32::from(asked == slow);
+    }
+    assert!(
+        asked_slow >= 30,
+        "the slow holder was asked in {asked_slow} of {trials} draws"
+    );
 }
