@@ -28,7 +28,10 @@
 //! | `emu30` p95, 200 ms chunks | 1534 / 1521 ms | 1440 / 1445 | 1414 / 1420 | 1425 / 1483 | 1457 / 1450 |
 //! | `emu30` p95, 80 ms chunks | 1029 / 1012 ms | 967 / 957 | 966 / 936 | 946 / 968 | 980 / 974 |
 //!
-//! (Continuity on `emu30` is 100% in each, but one run at -2 with 99.994%.) Before that, the
+//! (Continuity on `emu30` is 100% in each, but one run at -2 with 99.994%.) The emulator
+//! (real nodes, `fjord-sim emulate simulations/scenarios/emu30.toml`), three runs of each
+//! interleaved: p95 1755 / 1765 / 1705 ms before, 1665 / 1675 / 1675 ms now, continuity
+//! 99.99 / 99.99 / 99.96% and 99.98 / 99.94 / 99.95%. Before that, the
 //! draw was in proportion to upload, so that every holder's upload was used in proportion to
 //! what it offers, and always asking the fastest had left slower uploads idle.
 //!
