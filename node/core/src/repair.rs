@@ -35,6 +35,16 @@
 //! draw was in proportion to upload, so that every holder's upload was used in proportion to
 //! what it offers, and always asking the fastest had left slower uploads idle.
 //!
+//! A holder counts as able to deliver when twice its round trip plus a copy's time at its
+//! upload (times one more than our requests already waiting there) ends before the deadline.
+//! Tried in session 18 and reverted: once instead of twice, so that slow, idle holders stay in
+//! the draw nearer the deadline. Simulator, 60 s, seeds 1-7 at N = 1,000: 99.219% -> 99.535%
+//! (every seed up; 1.5 times: 99.459%, half: 98.955%), with churn 97.459% -> 97.686%; the
+//! 120 s sweeps at N = 100 / 1,000 / 10,000: 99.954 / 99.162 / 95.777% -> 99.917 / 99.533 /
+//! 96.611%, with churn 99.906 / 97.666 / 86.333% -> 99.706 / 97.856 / 87.083%. But the p99
+//! delay at N = 100 went from 2717 to 2880 ms, behind mesh pull's 2823 and dp/lu's 2853 in the
+//! same run (issue 4 wants it ahead of every baseline), and N = 100 lost continuity.
+//!
 //! Patience is a share of the chunk duration, 0.75 of it but at most 150 ms: 150 ms at the
 //! reference scenario's 250 ms chunks (where it was tuned as a fixed 150 ms) and at `emu30`'s
 //! 200 ms, 60 ms at 80 ms chunks. The holders that announce a chunk during the wait come a
