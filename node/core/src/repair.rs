@@ -35,8 +35,8 @@
 //! draw was in proportion to upload, so that every holder's upload was used in proportion to
 //! what it offers, and always asking the fastest had left slower uploads idle.
 //!
-//! A holder counts as able to deliver when twice its round trip plus a copy's time at its
-//! upload (times one more than our requests already waiting there) ends before the deadline.
+//! A holder counts as able to deliver when its round trip plus a copy's time at its upload
+//! (times one more than our requests already waiting there), doubled, ends before the deadline.
 //! Tried in session 18 and reverted: once instead of twice, so that slow, idle holders stay in
 //! the draw nearer the deadline. Simulator, 60 s, seeds 1-7 at N = 1,000: 99.219% -> 99.535%
 //! (every seed up; 1.5 times: 99.459%, half: 98.955%), with churn 97.459% -> 97.686%; the
