@@ -41,6 +41,8 @@ use crate::scenario::Scenario;
 /// publication times look like the real ones.
 const EPOCH_US: u64 = 1_767_225_600_000_000;
 const ORIGIN: u32 = 0;
+/// Debug only: transfers per host kept to split a copy's wait at its sender.
+const RECENT_TRANSFERS: usize = 32;
 /// Delay before a departed viewer is replaced, when churn keeps the population steady.
 const REPLACE_DELAY: Duration = Duration::from_millis(500);
 
@@ -90,6 +92,20 @@ enum Event {
     },
 }
 
+/// Debug only: sums over the first copies that went through the same number of hops.
+#[derive(Clone, Copy, Debug, Default)]
+struct HopStats {
+    copies: u64,
+    /// Seconds from publication to arrival.
+    delay: f64,
+    /// Seconds from the sender's own arrival to the copy's start on its uplink.
+    wait: f64,
+    /// Of `wait`, seconds the sender's uplink spent on older chunks.
+    behind_older: f64,
+    /// Seconds from the start on the uplink to arrival.
+    transfer: f64,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Transfer {
     id: u64,
@@ -117,6 +133,9 @@ struct Host {
     /// When the peer leaves, once joined with a session length.
     leaves: Option<Time>,
     sending: Vec<Transfer>,
+    /// Debug only: the latest transfers on the uplink, (start, end, chunk slot), so a copy's
+    /// wait at its sender can be split by what the uplink was busy with.
+    recent: std::collections::VecDeque<(Time, Time, u32)>,
     first_delivery: bool,
     eligible: (u64, u64),
     on_time: u64,
@@ -173,9 +192,11 @@ pub struct Engine<'s> {
     debug: bool,
     hops: Vec<Vec<u8>>,
     got_at: Vec<Vec<Time>>,
-    hop_stats: std::collections::BTreeMap<u8, (u64, f64, f64, f64)>,
+    hop_stats: std::collections::BTreeMap<u8, HopStats>,
     /// Debug only: the delays of eligible chunks per upload class (bps).
     class_delays: std::collections::BTreeMap<u64, Metrics>,
+    /// Debug only, with more than one track: the same per (upload class, track id).
+    track_delays: std::collections::BTreeMap<(u64, u8), Metrics>,
     /// `FJORD_SIM_DEBUG` only: hosts that missed a chunk, by what they knew of it then.
     miss_reasons: std::collections::BTreeMap<String, u64>,
     /// `FJORD_SIM_TRACE=<host>`: that host's control messages and chunks, on standard error.
@@ -239,6 +260,7 @@ impl<'s> Engine<'s> {
             got_at: Vec::new(),
             hop_stats: Default::default(),
             class_delays: Default::default(),
+            track_delays: Default::default(),
             miss_reasons: Default::default(),
             trace: std::env::var("FJORD_SIM_TRACE")
                 .ok()
@@ -367,13 +389,14 @@ impl<'s> Engine<'s> {
                     orphans[none] += 1;
                 }
             }
-            for (h, (c, d, w, x)) in &self.hop_stats {
-                let c = *c as f64;
+            for (h, e) in &self.hop_stats {
+                let c = e.copies as f64;
                 eprintln!(
-                    "hop {h}: {c} first copies, delay {:.0} ms, wait at sender {:.0} ms, transfer {:.0} ms",
-                    1e3 * d / c,
-                    1e3 * w / c,
-                    1e3 * x / c
+                    "hop {h}: {c} first copies, delay {:.0} ms, wait at sender {:.0} ms (behind older chunks {:.0} ms), transfer {:.0} ms",
+                    1e3 * e.delay / c,
+                    1e3 * e.wait / c,
+                    1e3 * e.behind_older / c,
+                    1e3 * e.transfer / c
                 );
             }
             for (reason, count) in &self.miss_reasons {
@@ -387,8 +410,16 @@ impl<'s> Engine<'s> {
                         .and_then(|m| m.delay_quantile_ms(q))
                         .unwrap_or(f64::NAN)
                 };
+                let tracks: String = self
+                    .track_delays
+                    .range((up, 0)..=(up, u8::MAX))
+                    .map(|((_, track), m)| {
+                        let q = |q: f64| m.delay_quantile_ms(q).unwrap_or(f64::NAN);
+                        format!("; track {track} {:.0} / {:.0}", q(0.5), q(0.95))
+                    })
+                    .collect();
                 eprintln!(
-                    "class {up}: {count} hosts, uplink use {:.1}%, continuity {:.2}%, delay p50 / p95 {:.0} / {:.0} ms",
+                    "class {up}: {count} hosts, uplink use {:.1}%, continuity {:.2}%, delay p50 / p95 {:.0} / {:.0} ms{tracks}",
                     100.0 * sent / cap,
                     100.0 * on_time as f64 / eligible.max(1) as f64,
                     q(0.5),
@@ -453,6 +484,7 @@ impl<'s> Engine<'s> {
             session: None,
             leaves: None,
             sending: Vec::new(),
+            recent: Default::default(),
             first_delivery: false,
             eligible: (1, 0),
             on_time: 0,
@@ -837,11 +869,24 @@ impl<'s> Engine<'s> {
                 } else {
                     self.got_at[from as usize][s]
                 };
+                // Of the wait, the time the sender's uplink spent on older chunks (slots
+                // number chunks in publication order).
+                let behind_older: f64 = self.hosts[from as usize]
+                    .recent
+                    .iter()
+                    .filter(|&&(_, _, slot)| slot < seq)
+                    .map(|&(a, b, _)| {
+                        b.min(t.start)
+                            .saturating_since(a.max(sender_got))
+                            .as_secs_f64()
+                    })
+                    .sum();
                 let e = self.hop_stats.entry(h).or_default();
-                e.0 += 1;
-                e.1 += self.now.saturating_since(published).as_secs_f64();
-                e.2 += t.start.saturating_since(sender_got).as_secs_f64();
-                e.3 += self.now.saturating_since(t.start).as_secs_f64();
+                e.copies += 1;
+                e.delay += self.now.saturating_since(published).as_secs_f64();
+                e.wait += t.start.saturating_since(sender_got).as_secs_f64();
+                e.behind_older += behind_older;
+                e.transfer += self.now.saturating_since(t.start).as_secs_f64();
             }
         }
         let peer = Some(PeerId(u64::from(from)));
@@ -896,6 +941,9 @@ impl<'s> Engine<'s> {
         // (Only the last transfer is cut: the core sends one chunk at a time.)
         if now < t.end && h.uplink_free >= t.end {
             h.uplink_free = h.uplink_free - t.end.saturating_since(now.max(t.start));
+        }
+        if let Some(r) = h.recent.iter_mut().find(|r| (r.0, r.2) == (t.start, t.seq)) {
+            r.1 = r.1.min(now.max(t.start));
         }
     }
 
@@ -1081,6 +1129,14 @@ impl<'s> Engine<'s> {
         let start = now.max(self.hosts[from as usize].uplink_free);
         let end = start + transmission_time(bytes, up);
         self.hosts[from as usize].uplink_free = end;
+        if self.debug {
+            let slot = self.slot(chunk.meta().track, chunk.meta().sequence);
+            let recent = &mut self.hosts[from as usize].recent;
+            if recent.len() == RECENT_TRANSFERS {
+                recent.pop_front();
+            }
+            recent.push_back((start, end, slot));
+        }
         let first_byte = start + ow;
         let down = self.hosts[to as usize].download_bps;
         // The downlink carries these bytes at its rate once it has carried earlier ones: it is
@@ -1157,6 +1213,12 @@ impl<'s> Engine<'s> {
                     .entry(up)
                     .or_insert_with(|| Metrics::new(chunks as usize, tracks, bytes))
                     .delivered(seq, delay, on_time);
+                if tracks > 1 {
+                    self.track_delays
+                        .entry((up, chunk.meta().track))
+                        .or_insert_with(|| Metrics::new(chunks as usize, 1, bytes))
+                        .delivered(seq, delay, on_time);
+                }
             }
         }
     }
