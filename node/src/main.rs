@@ -71,7 +71,8 @@ struct NodeArgs {
     #[arg(long, env = "FJORD_EXTERNAL")]
     external: Vec<Multiaddr>,
     /// Upload this node offers to the mesh (bit/s; k, M, G suffixes). The scheduler paces
-    /// chunks to it; QUIC and control messages come on top: about 80% of the real uplink.
+    /// chunks and control messages to it; QUIC's headers and acknowledgements come on top:
+    /// about 90% of a dedicated uplink.
     #[arg(short, long, env = "FJORD_UPLOAD", value_parser = units::parse_rate)]
     upload: Option<u64>,
     /// Neighbours to keep (default: 20 for viewers, 40 for seeds).

@@ -100,8 +100,9 @@ enum Command {
         /// Skip the simulator's prediction.
         #[arg(long)]
         no_predict: bool,
-        /// Share of its link each node is told it may use for chunks (`--upload`); the rest
-        /// is headroom for QUIC's headers and acknowledgements and Fjord's control messages.
+        /// Share of its link each node is told it may use (`--upload`), for chunks and
+        /// Fjord's control messages; the rest is headroom for QUIC's headers and
+        /// acknowledgements.
         #[arg(long, default_value_t = fjord_sim::emulate::DEFAULT_UPLOAD_SHARE)]
         upload_share: f64,
         /// Write report.md and report.json here.
