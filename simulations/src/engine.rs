@@ -869,12 +869,14 @@ impl<'s> Engine<'s> {
                 } else {
                     self.got_at[from as usize][s]
                 };
-                // Of the wait, the time the sender's uplink spent on older chunks (slots
-                // number chunks in publication order).
+                // Of the wait, the time the sender's uplink spent on chunks published
+                // earlier: a slot divided by the track count is the chunk's sequence, so
+                // the video chunk of the same instant does not count as older.
+                let tracks = self.tracks as u32;
                 let behind_older: f64 = self.hosts[from as usize]
                     .recent
                     .iter()
-                    .filter(|&&(_, _, slot)| slot < seq)
+                    .filter(|&&(_, _, slot)| slot / tracks < seq / tracks)
                     .map(|&(a, b, _)| {
                         b.min(t.start)
                             .saturating_since(a.max(sender_got))
@@ -1129,14 +1131,6 @@ impl<'s> Engine<'s> {
         let start = now.max(self.hosts[from as usize].uplink_free);
         let end = start + transmission_time(bytes, up);
         self.hosts[from as usize].uplink_free = end;
-        if self.debug {
-            let slot = self.slot(chunk.meta().track, chunk.meta().sequence);
-            let recent = &mut self.hosts[from as usize].recent;
-            if recent.len() == RECENT_TRANSFERS {
-                recent.pop_front();
-            }
-            recent.push_back((start, end, slot));
-        }
         let first_byte = start + ow;
         let down = self.hosts[to as usize].download_bps;
         // The downlink carries these bytes at its rate once it has carried earlier ones: it is
@@ -1151,6 +1145,13 @@ impl<'s> Engine<'s> {
         let transfer = self.next_transfer;
         self.next_transfer += 1;
         let seq = self.slot(chunk.meta().track, chunk.meta().sequence);
+        if self.debug {
+            let recent = &mut self.hosts[from as usize].recent;
+            if recent.len() == RECENT_TRANSFERS {
+                recent.pop_front();
+            }
+            recent.push_back((start, end, seq));
+        }
         self.hosts[from as usize].sending.push(Transfer {
             id: transfer,
             to,
