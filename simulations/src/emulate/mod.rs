@@ -16,7 +16,9 @@
 //! (SIGKILL) and the survivors' continuity is followed second by second.
 //!
 //! Everything runs as root, uses only namespaces and devices named `fjemu*`, and removes them
-//! on exit, on Ctrl-C and (at the next start) after a crash.
+//! on exit, on Ctrl-C and (at the next start) after a crash. One run at a time
+//! ([`netns::RunLock`]): a run starts by removing every `fjemu*` namespace, so a second one
+//! would tear down the first one's network.
 
 pub mod cpu;
 pub mod netns;
@@ -83,6 +85,9 @@ pub struct EmuReport {
     pub recovery_s: Option<f64>,
     /// Router counters: forwarded, lost, dropped at a full queue.
     pub packets: [u64; 3],
+    /// How late the router ran behind its own schedule (see [`router::LatenessStats`]): mean
+    /// ms, share of packets more than 5 ms late, largest ms.
+    pub router_late: [f64; 3],
     /// The machine's CPU over the run: the busy share and the share stolen by the host
     /// (see [`cpu`]); `None` without `/proc/stat`.
     pub cpu: Option<(f64, f64)>,
@@ -233,6 +238,7 @@ pub fn run(sc: &Scenario, dir: &Path, opts: &EmulateOptions) -> Result<EmuReport
             );
         }
     }
+    let _lock = netns::RunLock::acquire()?;
     let removed = netns::remove_all()?;
     if removed > 0 {
         eprintln!("emulate: removed {removed} namespaces left by an earlier run");
@@ -290,14 +296,20 @@ async fn run_inner(
         .iter()
         .map(|a| places.iter().map(|b| net.one_way(a, b)).collect())
         .collect();
-    let (devices, stats) = router::start(
+    let router = router::start(
         links.clone(),
         delay,
         Duration::from_secs_f64(sc.network.jitter_ms / 1000.0),
         sc.network.loss,
         sc.seed,
     )?;
-    for (i, dev) in devices.iter().enumerate() {
+    if !router.realtime {
+        eprintln!(
+            "emulate: the router could not get real-time priority: its timing will suffer when the nodes load the machine"
+        );
+    }
+    let stats = router.stats.clone();
+    for (i, dev) in router.devices.iter().enumerate() {
         let ns = netns::create(i)?;
         netns::attach(dev, &ns, links[i].addr)?;
     }
@@ -675,6 +687,7 @@ async fn run_inner(
             stats.lost.load(std::sync::atomic::Ordering::Relaxed),
             stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
         ],
+        router_late: stats.late.summary(),
         cpu,
         predicted,
         predicted_after_kill,
@@ -803,6 +816,13 @@ pub fn table(r: &EmuReport) -> String {
         out,
         "| packets forwarded / lost / dropped at queues | {} / {} / {} | - |",
         r.packets[0], r.packets[1], r.packets[2]
+    );
+    let _ = writeln!(
+        out,
+        "| router behind its schedule: mean / share over 5 ms / max (ms) | {:.2} / {:.2}% / {:.0} | - |",
+        r.router_late[0],
+        r.router_late[1] * 100.0,
+        r.router_late[2]
     );
     if let Some((busy, stolen)) = r.cpu {
         let _ = writeln!(

@@ -50,7 +50,28 @@ pub struct RouterStats {
     pub host_drops: Vec<(AtomicU64, AtomicU64)>,
     /// Per host: what its uplink carried and how long packets queued there.
     pub host_uplink: Vec<UplinkStats>,
+    /// How late the router itself handled packets, beside the delays it emulates.
+    pub late: LatenessStats,
 }
+
+/// How far behind its schedule the router ran: every µs here is a delay the scenario does not
+/// have, added by this machine (the router's task waiting for a core, or the timer's 1 ms
+/// granularity), so it tells whether a gap to the simulator is the machine's or the nodes'.
+#[derive(Debug, Default)]
+pub struct LatenessStats {
+    /// Packets counted (those written to their destination).
+    pub packets: AtomicU64,
+    /// Their total lateness, µs: from being read off the source's device to entering the
+    /// shaper, plus from their scheduled delivery to being written.
+    pub total_us: AtomicU64,
+    /// Packets more than [`LATE_PACKET`] late.
+    pub over: AtomicU64,
+    /// The largest lateness, µs.
+    pub max_us: AtomicU64,
+}
+
+/// Lateness from which [`LatenessStats::over`] counts a packet.
+pub const LATE_PACKET: Duration = Duration::from_millis(5);
 
 /// One host's uplink counters. A queue that stays long delays the host's acknowledgements and
 /// control messages behind its own chunks.
@@ -89,6 +110,10 @@ struct Packet {
     src: usize,
     dst: usize,
     bytes: Vec<u8>,
+    /// When it was read off the source's device.
+    read: Instant,
+    /// Lateness so far: how long it waited for the shaper after being read.
+    late: Duration,
 }
 
 /// Scheduled work: a packet reaching the far end of the path (then it queues for the
@@ -122,6 +147,28 @@ impl Ord for Event {
     }
 }
 
+impl LatenessStats {
+    fn record(&self, late: Duration) {
+        let us = late.as_micros() as u64;
+        self.packets.fetch_add(1, Ordering::Relaxed);
+        self.total_us.fetch_add(us, Ordering::Relaxed);
+        self.max_us.fetch_max(us, Ordering::Relaxed);
+        if late > LATE_PACKET {
+            self.over.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Mean lateness in ms, the share of packets over [`LATE_PACKET`], and the largest in ms.
+    pub fn summary(&self) -> [f64; 3] {
+        let n = self.packets.load(Ordering::Relaxed).max(1) as f64;
+        [
+            self.total_us.load(Ordering::Relaxed) as f64 / n / 1000.0,
+            self.over.load(Ordering::Relaxed) as f64 / n,
+            self.max_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        ]
+    }
+}
+
 fn transmission(bytes: usize, bps: u64) -> Duration {
     Duration::from_nanos((bytes as u64 * 8 * 1_000_000_000) / bps.max(1))
 }
@@ -139,41 +186,154 @@ struct Shaper {
     path_last: HashMap<(usize, usize), Instant>,
 }
 
-/// Starts the router: creates one TUN device per host (named by [`device_name`]), runs the
-/// forwarding; returns the devices' names for the caller to move into namespaces, and the
-/// counters. `delay[a][b]` is the one-way delay from host `a` to host `b`.
+/// The running router. Dropping it stops the forwarding and closes the TUN devices.
+#[derive(Debug)]
+pub struct Router {
+    /// The devices' names, by host, for the caller to move into namespaces.
+    pub devices: Vec<String>,
+    /// The counters.
+    pub stats: Arc<RouterStats>,
+    /// Whether its thread runs at real-time priority (see [`start`]).
+    pub realtime: bool,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Real-time priority of the router's thread: above every node (they run at normal
+/// priority), low among real-time threads.
+const RT_PRIORITY: i32 = 10;
+
+/// Puts the calling thread under `SCHED_RR` at [`RT_PRIORITY`], with `chrt` (util-linux: the
+/// workspace has no unsafe code for the system call); processes it would fork go back to
+/// normal scheduling. Returns whether it worked.
+fn make_realtime() -> bool {
+    // "<pid>/task/<tid>": the thread's id, which `chrt -p` takes.
+    let Some(tid) = std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    else {
+        return false;
+    };
+    std::process::Command::new("chrt")
+        .args([
+            "--rr",
+            "--reset-on-fork",
+            "-p",
+            &RT_PRIORITY.to_string(),
+            &tid,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Starts the router on a thread of its own: creates one TUN device per host (named by
+/// [`device_name`]) and forwards between them until the returned [`Router`] is dropped.
+/// `delay[a][b]` is the one-way delay from host `a` to host `b`.
+///
+/// The thread runs at real-time priority where the system allows it (the emulator runs as
+/// root): the nodes share this machine's cores, and a router that waits for a core behind
+/// them delays every packet by as much, a delay the scenario does not have. (`emu30` at 100 ms
+/// chunks, before: packets handled 1.1-7.6 ms late on average, 2-19% of them more than 5 ms,
+/// varying with the machine's other load.)
 pub fn start(
     links: Vec<HostLink>,
     delay: Vec<Vec<Duration>>,
     jitter: Duration,
     loss: f64,
     seed: u64,
-) -> Result<(Vec<String>, Arc<RouterStats>)> {
+) -> Result<Router> {
+    let stats = Arc::new(RouterStats {
+        host_drops: (0..links.len()).map(|_| Default::default()).collect(),
+        host_uplink: (0..links.len()).map(|_| Default::default()).collect(),
+        ..Default::default()
+    });
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(Vec<String>, bool)>>();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread_stats = stats.clone();
+    let thread = std::thread::Builder::new()
+        .name("fjord-router".into())
+        .spawn(move || {
+            let realtime = make_realtime();
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.into()));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let devices = match create_devices(links.len()) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let names = (0..links.len()).map(device_name).collect();
+                let _ = ready_tx.send(Ok((names, realtime)));
+                let shaper = Shaper::new(links, delay, jitter, loss, seed);
+                tokio::select! {
+                    () = forward(devices, shaper, thread_stats) => {}
+                    _ = stopped => {}
+                }
+            });
+        })
+        .context("cannot start the router's thread")?;
+    let (devices, realtime) = ready_rx
+        .recv()
+        .context("the router's thread ended before it started")??;
+    Ok(Router {
+        devices,
+        stats,
+        realtime,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
+
+fn create_devices(n: usize) -> Result<Vec<Arc<tun::AsyncDevice>>> {
     let mut devices = Vec::new();
-    let mut names = Vec::new();
-    for i in 0..links.len() {
+    for i in 0..n {
         let name = device_name(i);
         let mut config = tun::Configuration::default();
         config.tun_name(&name).layer(tun::Layer::L3).mtu(1500);
         let dev = tun::create_as_async(&config)
             .with_context(|| format!("cannot create the TUN device {name} (/dev/net/tun)"))?;
         devices.push(Arc::new(dev));
-        names.push(name);
     }
-    let stats = Arc::new(RouterStats {
-        host_drops: (0..links.len()).map(|_| Default::default()).collect(),
-        host_uplink: (0..links.len()).map(|_| Default::default()).collect(),
-        ..Default::default()
-    });
-    let by_addr: HashMap<Ipv4Addr, usize> =
-        links.iter().enumerate().map(|(i, l)| (l.addr, i)).collect();
+    Ok(devices)
+}
+
+/// Reads every device and forwards what it reads through `shaper`, until the devices fail.
+async fn forward(devices: Vec<Arc<tun::AsyncDevice>>, mut shaper: Shaper, stats: Arc<RouterStats>) {
+    let by_addr: HashMap<Ipv4Addr, usize> = shaper
+        .links
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.addr, i))
+        .collect();
     let (tx, mut rx) = mpsc::channel::<Packet>(65_536);
+    let mut readers = tokio::task::JoinSet::new();
     for (src, dev) in devices.iter().enumerate() {
         let dev = dev.clone();
         let tx = tx.clone();
         let by_addr = by_addr.clone();
         let stats = stats.clone();
-        tokio::spawn(async move {
+        readers.spawn(async move {
             let mut buf = vec![0u8; 65_536];
             loop {
                 let Ok(n) = dev.recv(&mut buf).await else {
@@ -192,6 +352,8 @@ pub fn start(
                     src,
                     dst,
                     bytes: buf[..n].to_vec(),
+                    read: Instant::now(),
+                    late: Duration::ZERO,
                 };
                 if tx.try_send(packet).is_err() {
                     stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -199,65 +361,73 @@ pub fn start(
             }
         });
     }
-    let now = Instant::now();
-    let mut shaper = Shaper {
-        up_free: vec![now; links.len()],
-        down_free: vec![now; links.len()],
-        links,
-        delay,
-        jitter,
-        loss,
-        rng: Rng::new(seed),
-        path_last: HashMap::new(),
-    };
-    {
-        let stats = stats.clone();
-        tokio::spawn(async move {
-            let mut heap: BinaryHeap<Reverse<Event>> = BinaryHeap::new();
-            let mut seq = 0u64;
-            loop {
-                let next = heap.peek().map(|Reverse(e)| e.at);
-                tokio::select! {
-                    p = rx.recv() => {
-                        let Some(p) = p else { return };
-                        if let Some(at) = shaper.uplink(p.src, p.dst, p.bytes.len(), Instant::now(), &stats) {
-                            seq += 1;
-                            heap.push(Reverse(Event { at, seq, stage: Stage::Arrive, packet: p }));
+    drop(tx);
+    let mut heap: BinaryHeap<Reverse<Event>> = BinaryHeap::new();
+    let mut seq = 0u64;
+    loop {
+        let next = heap.peek().map(|Reverse(e)| e.at);
+        tokio::select! {
+            p = rx.recv() => {
+                let Some(mut p) = p else { return };
+                // Shaped from when the host sent it, not from when this task got to it.
+                p.late = p.read.elapsed();
+                if let Some(at) = shaper.uplink(p.src, p.dst, p.bytes.len(), p.read, &stats) {
+                    seq += 1;
+                    heap.push(Reverse(Event { at, seq, stage: Stage::Arrive, packet: p }));
+                }
+            }
+            () = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => futures::future::pending().await,
+                }
+            } => {
+                let now = Instant::now();
+                while heap.peek().is_some_and(|Reverse(e)| e.at <= now) {
+                    let Reverse(e) = heap.pop().expect("peeked");
+                    match e.stage {
+                        Stage::Arrive => {
+                            if let Some(at) = shaper.downlink(e.packet.dst, e.packet.bytes.len(), e.at, &stats) {
+                                seq += 1;
+                                heap.push(Reverse(Event { at, seq, stage: Stage::Deliver, packet: e.packet }));
+                            }
                         }
-                    }
-                    () = async {
-                        match next {
-                            Some(at) => tokio::time::sleep_until(at).await,
-                            None => futures::future::pending().await,
-                        }
-                    } => {
-                        let now = Instant::now();
-                        while heap.peek().is_some_and(|Reverse(e)| e.at <= now) {
-                            let Reverse(e) = heap.pop().expect("peeked");
-                            match e.stage {
-                                Stage::Arrive => {
-                                    if let Some(at) = shaper.downlink(e.packet.dst, e.packet.bytes.len(), e.at, &stats) {
-                                        seq += 1;
-                                        heap.push(Reverse(Event { at, seq, stage: Stage::Deliver, packet: e.packet }));
-                                    }
-                                }
-                                Stage::Deliver => {
-                                    let dev = &devices[e.packet.dst];
-                                    if dev.send(&e.packet.bytes).await.is_ok() {
-                                        stats.forwarded.fetch_add(1, Ordering::Relaxed);
-                                    }
-                                }
+                        Stage::Deliver => {
+                            let dev = &devices[e.packet.dst];
+                            let late = e.packet.late + Instant::now().saturating_duration_since(e.at);
+                            if dev.send(&e.packet.bytes).await.is_ok() {
+                                stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                                stats.late.record(late);
                             }
                         }
                     }
                 }
             }
-        });
+        }
     }
-    Ok((names, stats))
 }
 
 impl Shaper {
+    fn new(
+        links: Vec<HostLink>,
+        delay: Vec<Vec<Duration>>,
+        jitter: Duration,
+        loss: f64,
+        seed: u64,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            up_free: vec![now; links.len()],
+            down_free: vec![now; links.len()],
+            links,
+            delay,
+            jitter,
+            loss,
+            rng: Rng::new(seed),
+            path_last: HashMap::new(),
+        }
+    }
+
     /// When a packet entering `src`'s uplink now reaches the far end, or `None` if it is
     /// dropped (full queue) or lost.
     fn uplink(
