@@ -28,6 +28,11 @@ from the origin. Per hop, in ms, mean / p50 / p90 of:
 - queue_after_req: the later of the two to `wr-start` (waiting behind other copies).
 Copies the sender pushed unasked (the origin's) are counted as "unrequested".
 
+With --messages it prints instead, per kind of control message and the sender's advertised
+upload, how much longer than the fastest message on the same directed path each took from
+core to core (after the warm-up): what queues, the transport's loss recovery and
+head-of-line blocking on the ordered control stream add to the path's delay.
+
 Each node's trace lines are `<wall-clock us> <event> <peer> <details>` (see
 `node/src/trace.rs`); the emulator's nodes share one clock.
 """
@@ -44,6 +49,7 @@ def load(folder):
     """Events per node (by its short id), and each node's advertised role."""
     events = collections.defaultdict(list)
     roles = {}
+    uploads = {}
     files = glob.glob(os.path.join(folder, "*.trace"))
     if not files:
         sys.exit(f"no *.trace files in {folder}")
@@ -66,7 +72,10 @@ def load(folder):
                     role = re.search(r"role: (\w+)", details)
                     if role:
                         roles[peer] = role.group(1)
-    return events, roles
+                    upload = re.search(r"upload_bps: (\d+)", details)
+                    if upload:
+                        uploads[peer] = int(upload.group(1))
+    return events, roles, uploads
 
 
 def quantile(values, q):
@@ -74,13 +83,58 @@ def quantile(values, q):
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def messages(events, uploads, warmup):
+    """Per (kind, sender upload): extra core-to-core latency over the path's fastest, ms."""
+    kinds = ("have", "request", "urgent", "cancel", "ack")
+    sent, heard = {}, {}
+    for me, lines in events.items():
+        for t, event, peer, details in lines:
+            if event not in ("tx-ctl", "rx-ctl"):
+                continue
+            words = details.split()
+            if len(words) < 2 or words[0] not in kinds:
+                continue
+            if event == "tx-ctl":
+                sent.setdefault((me, peer, words[0], words[1]), t)
+            else:
+                heard.setdefault((peer, me, words[0], words[1]), t)
+    if not sent:
+        sys.exit("no control messages in the traces")
+    start = min(sent.values()) + warmup * 1e6
+    by_path = collections.defaultdict(list)
+    for key, t in sent.items():
+        if key in heard:
+            by_path[key[:2]].append((key[2], (heard[key] - t) / 1e3, t))
+    extra = collections.defaultdict(list)
+    for (sender, _), msgs in by_path.items():
+        fastest = min(latency for _, latency, _ in msgs)
+        for kind, latency, t in msgs:
+            if t >= start:
+                extra[(kind, uploads.get(sender, 0))].append(latency - fastest)
+    print("kind       sender kbit/s   count    p50    p90    p99  >50 ms  >100 ms")
+    for (kind, upload), values in sorted(extra.items()):
+        n = len(values)
+        over = lambda ms: 100.0 * sum(v > ms for v in values) / n
+        print(
+            f"{kind:10s} {upload // 1000:13d} {n:7d} {quantile(values, 0.5):6.1f}"
+            f" {quantile(values, 0.9):6.1f} {quantile(values, 0.99):6.1f}"
+            f" {over(50):6.2f}% {over(100):7.2f}%"
+        )
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("folder", help="the FJORD_TRACE_DIR of an emulator run")
     ap.add_argument("--warmup", type=float, default=30.0, help="seconds skipped (default 30)")
     ap.add_argument("--track", default="0", help="track to count (default 0, the video)")
+    ap.add_argument(
+        "--messages", action="store_true", help="control messages' extra latency instead"
+    )
     args = ap.parse_args()
-    events, roles = load(args.folder)
+    events, roles, uploads = load(args.folder)
+    if args.messages:
+        messages(events, uploads, args.warmup)
+        return
     origins = [p for p, r in roles.items() if r == "Origin"]
     if not origins:
         sys.exit("no node greeted by an origin: are these a run's complete traces?")
