@@ -149,7 +149,10 @@ impl Drop for RunLock {
 
 /// Whether process `pid` (as written in the lock file) is a running emulator.
 fn holder_alive(pid: &str) -> bool {
-    if pid.is_empty() || pid == std::process::id().to_string() {
+    if pid.is_empty()
+        || !pid.bytes().all(|b| b.is_ascii_digit())
+        || pid == std::process::id().to_string()
+    {
         return false;
     }
     // A recycled process id belongs to another program: only fjord-sim counts.
@@ -182,5 +185,6 @@ mod tests {
         assert!(!super::holder_alive(&std::process::id().to_string()));
         assert!(!super::holder_alive("1"));
         assert!(!super::holder_alive(""));
+        assert!(!super::holder_alive("../self"));
     }
 }
