@@ -1,6 +1,7 @@
 //! The mesh on loopback: an origin and ten real `fjord-node` processes. Every node must get
 //! at least 99.9% of the chunks before their deadline; then three are killed (SIGKILL, no
-//! goodbye) and the others must keep at least 99%.
+//! goodbye) and the others must keep at least 99%, counting from the chunks still spreading
+//! at the kill.
 
 mod common;
 
@@ -123,7 +124,7 @@ async fn ten_nodes_get_every_chunk_in_time_and_survive_three_crashes() {
         worst1 * 100.0
     );
     eprintln!(
-        "phase 2 (after {KILLED} were killed, {}..={end}): worst continuity {:.3}%",
+        "phase 2 (from the chunks still spreading when {KILLED} were killed, {}..={end}): worst continuity {:.3}%",
         phase1_end + 1,
         worst2 * 100.0
     );

@@ -30,7 +30,7 @@ Copies the sender pushed unasked (the origin's) are counted as "unrequested".
 
 With --messages it prints instead, per kind of control message and the sender's advertised
 upload, how much longer than the fastest message on the same directed path each took from
-core to core (after the warm-up): what queues, the transport's loss recovery and
+core to core (after the warm-up, counted here from the first control message): what queues, the transport's loss recovery and
 head-of-line blocking on the ordered control stream add to the path's delay.
 
 Each node's trace lines are `<wall-clock us> <event> <peer> <details>` (see
@@ -145,6 +145,9 @@ def main():
     for me, lines in events.items():
         for t, event, peer, details in lines:
             words = details.split()
+            # A killed node's last line may be cut short.
+            if not words:
+                continue
             if event == "rx-chunk":
                 got.setdefault((me, words[0]), (t, peer))
             elif event == "rx-hdr":
@@ -152,9 +155,9 @@ def main():
             elif event == "deliver" and len(words) >= 2:
                 published[words[0]] = t - int(words[1])
             elif event == "wr-start":
-                writes[(me, peer, details)] = [t, None]
-            elif event == "wr-end" and (me, peer, details) in writes:
-                writes[(me, peer, details)][1] = t
+                writes.setdefault((me, peer, words[0]), []).append([t, None])
+            elif event == "wr-end" and (me, peer, words[0]) in writes:
+                writes[(me, peer, words[0])][-1][1] = t
             elif event in ("tx-ctl", "rx-ctl") and len(words) >= 2:
                 key = (me, peer, words[1])
                 if words[0] in ("request", "urgent"):
@@ -195,7 +198,10 @@ def main():
         r = rows[h]
         r["delay"].append((t - pub) / 1e3)
         sender_got = pub if sender == origin else got.get((sender, chunk), (None,))[0]
-        w = writes.get((sender, node, chunk))
+        # A chunk written twice to the same peer (aborted, then asked again): the copy that
+        # arrived is the last one started before the arrival.
+        w = [x for x in writes.get((sender, node, chunk), []) if x[0] <= t]
+        w = w[-1] if w else None
         if sender_got is None or w is None:
             continue
         r["sender_got"].append((sender_got - pub) / 1e3)

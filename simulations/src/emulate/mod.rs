@@ -85,8 +85,8 @@ pub struct EmuReport {
     pub recovery_s: Option<f64>,
     /// Router counters: forwarded, lost, dropped at a full queue.
     pub packets: [u64; 3],
-    /// How late the router ran behind its own schedule (see [`router::LatenessStats`]): mean
-    /// ms, share of packets more than 5 ms late, largest ms.
+    /// How long packets waited for the router itself (see [`router::LatenessStats`]): mean ms,
+    /// share of packets that waited more than 5 ms, largest ms.
     pub router_late: [f64; 3],
     /// The machine's CPU over the run: the busy share and the share stolen by the host
     /// (see [`cpu`]); `None` without `/proc/stat`.
@@ -819,7 +819,7 @@ pub fn table(r: &EmuReport) -> String {
     );
     let _ = writeln!(
         out,
-        "| router behind its schedule: mean / share over 5 ms / max (ms) | {:.2} / {:.2}% / {:.0} | - |",
+        "| packets' wait for the router: mean / share over 5 ms / max (ms) | {:.2} / {:.2}% / {:.0} | - |",
         r.router_late[0],
         r.router_late[1] * 100.0,
         r.router_late[2]

@@ -94,69 +94,53 @@ pub fn attach(dev: &str, ns: &str, addr: std::net::Ipv4Addr) -> Result<()> {
     Ok(())
 }
 
-/// Where a running emulator writes its process id: one run at a time owns the `fjemu*`
-/// namespaces, since each run starts by removing whatever an earlier one left.
+/// The lock file of emulator runs: one run at a time owns the `fjemu*` namespaces, since each
+/// run starts by removing whatever an earlier one left. The lock is a `flock` on this file,
+/// which the kernel releases when the run's process ends however it ends; the file holds the
+/// holder's process id for the error message.
 const LOCK_FILE: &str = "/run/fjord-emulate.pid";
 
-/// Proof that this process is the only emulator running; removes its lock file when dropped.
+/// Proof that this process is the only emulator running; the lock goes with it.
 #[derive(Debug)]
-pub struct RunLock(std::path::PathBuf);
+pub struct RunLock(
+    // Held for its lock, never read.
+    #[allow(dead_code)] std::fs::File,
+);
 
 impl RunLock {
-    /// Takes the lock, or fails naming the run that holds it. A lock file whose process is
-    /// gone (a crashed or killed run) is taken over.
+    /// Takes the lock, or fails naming the run that holds it.
     pub fn acquire() -> Result<Self> {
         Self::acquire_at(Path::new(LOCK_FILE))
     }
 
     fn acquire_at(path: &Path) -> Result<Self> {
+        use std::io::{Read as _, Seek as _, Write as _};
         let shown = path.display();
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(path)
-            {
-                Ok(mut f) => {
-                    use std::io::Write as _;
-                    writeln!(f, "{}", std::process::id())
-                        .with_context(|| format!("cannot write {shown}"))?;
-                    return Ok(Self(path.to_path_buf()));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let pid = std::fs::read_to_string(path).unwrap_or_default();
-                    let pid = pid.trim();
-                    if holder_alive(pid) {
-                        bail!(
-                            "another emulator run (process {pid}) is using the namespaces: wait for it to end or stop it (its lock is {shown})"
-                        );
-                    }
-                    // Stale: its run ended without removing it.
-                    let _ = std::fs::remove_file(path);
-                }
-                Err(e) => return Err(e).with_context(|| format!("cannot create {shown}")),
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("cannot open {shown}"))?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                bail!(
+                    "another emulator run (process {}) is using the namespaces: wait for it to end or stop it (its lock is {shown})",
+                    pid.trim()
+                );
             }
+            Err(e) => return Err(e).with_context(|| format!("cannot lock {shown}")),
         }
-        bail!("cannot take {shown}: another emulator run started at the same time")
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .with_context(|| format!("cannot write {shown}"))?;
+        Ok(Self(file))
     }
-}
-
-impl Drop for RunLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Whether process `pid` (as written in the lock file) is a running emulator.
-fn holder_alive(pid: &str) -> bool {
-    if pid.is_empty()
-        || !pid.bytes().all(|b| b.is_ascii_digit())
-        || pid == std::process::id().to_string()
-    {
-        return false;
-    }
-    // A recycled process id belongs to another program: only fjord-sim counts.
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "fjord-sim")
 }
 
 #[cfg(test)]
@@ -164,27 +148,22 @@ mod tests {
     use super::RunLock;
 
     #[test]
-    fn a_stale_lock_is_taken_over_and_the_lock_goes_with_its_run() {
+    fn one_run_holds_the_lock_until_it_ends() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("emulate.pid");
-        // No process has this id (above the kernel's pid_max).
+        // What a crashed run leaves: a file, but no lock on it.
         std::fs::write(&path, "999999999\n").unwrap();
-        let lock = RunLock::acquire_at(&path).unwrap();
+        let first = RunLock::acquire_at(&path).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap().trim(),
             std::process::id().to_string()
         );
-        drop(lock);
-        assert!(!path.exists());
-    }
-
-    #[test]
-    fn ids_of_other_programs_do_not_hold_the_lock() {
-        // A crashed run's id may be recycled: this process (a test binary) and init (1) stand
-        // for such other programs. Only a process named fjord-sim holds the lock.
-        assert!(!super::holder_alive(&std::process::id().to_string()));
-        assert!(!super::holder_alive("1"));
-        assert!(!super::holder_alive(""));
-        assert!(!super::holder_alive("../self"));
+        let refused = RunLock::acquire_at(&path).unwrap_err().to_string();
+        assert!(
+            refused.contains(&format!("process {}", std::process::id())),
+            "{refused}"
+        );
+        drop(first);
+        RunLock::acquire_at(&path).unwrap();
     }
 }

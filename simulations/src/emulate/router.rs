@@ -54,15 +54,17 @@ pub struct RouterStats {
     pub late: LatenessStats,
 }
 
-/// How far behind its schedule the router ran: every µs here is a delay the scenario does not
-/// have, added by this machine (the router's task waiting for a core, or the timer's 1 ms
-/// granularity), so it tells whether a gap to the simulator is the machine's or the nodes'.
+/// How long packets waited for the router itself (its task waiting for a core, or the timer's
+/// 1 ms granularity): from being read off the source's device to being shaped, plus from their
+/// scheduled delivery to being written. A packet's delay beyond the scenario's is at most
+/// this: shaping starts from the read, so a wait before it only delays the packet where it
+/// pushes it past its schedule. Time in the kernel's queue before the read is not seen. It
+/// tells whether a gap to the simulator can be the machine's.
 #[derive(Debug, Default)]
 pub struct LatenessStats {
     /// Packets counted (those written to their destination).
     pub packets: AtomicU64,
-    /// Their total lateness, µs: from being read off the source's device to entering the
-    /// shaper, plus from their scheduled delivery to being written.
+    /// Their total wait, µs (see the type).
     pub total_us: AtomicU64,
     /// Packets more than [`LATE_PACKET`] late.
     pub over: AtomicU64,
@@ -272,7 +274,8 @@ pub fn start(
             {
                 Ok(r) => r,
                 Err(e) => {
-                    let _ = ready_tx.send(Err(e.into()));
+                    let e = anyhow::Error::from(e).context("cannot build the router's runtime");
+                    let _ = ready_tx.send(Err(e));
                     return;
                 }
             };
@@ -337,8 +340,14 @@ async fn forward(devices: Vec<Arc<tun::AsyncDevice>>, mut shaper: Shaper, stats:
         readers.spawn(async move {
             let mut buf = vec![0u8; 65_536];
             loop {
-                let Ok(n) = dev.recv(&mut buf).await else {
-                    return;
+                let n = match dev.recv(&mut buf).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        // The host is cut off from now on: say so, or the run would only show
+                        // its continuity falling.
+                        eprintln!("emulate: router: reading host {src}'s device failed: {e}");
+                        return;
+                    }
                 };
                 // IPv4 only: version nibble 4, destination at bytes 16..20.
                 if n < 20 || buf[0] >> 4 != 4 {
@@ -370,7 +379,7 @@ async fn forward(devices: Vec<Arc<tun::AsyncDevice>>, mut shaper: Shaper, stats:
         tokio::select! {
             p = rx.recv() => {
                 let Some(mut p) = p else { return };
-                // Shaped from when the host sent it, not from when this task got to it.
+                // Shaped from when the router read it, not from when this task got to it.
                 p.late = p.read.elapsed();
                 if let Some(at) = shaper.uplink(p.src, p.dst, p.bytes.len(), p.read, &stats) {
                     seq += 1;
