@@ -102,10 +102,10 @@ const LOCK_FILE: &str = "/run/fjord-emulate.pid";
 
 /// Proof that this process is the only emulator running; the lock goes with it.
 #[derive(Debug)]
-pub struct RunLock(
-    // Held for its lock, never read.
-    #[allow(dead_code)] std::fs::File,
-);
+pub struct RunLock {
+    /// Held for its lock, never read.
+    _file: std::fs::File,
+}
 
 impl RunLock {
     /// Takes the lock, or fails naming the run that holds it.
@@ -114,7 +114,7 @@ impl RunLock {
     }
 
     fn acquire_at(path: &Path) -> Result<Self> {
-        use std::io::{Read as _, Seek as _, Write as _};
+        use std::io::{Read as _, Write as _};
         let shown = path.display();
         let mut file = std::fs::OpenOptions::new()
             .read(true)
@@ -135,11 +135,11 @@ impl RunLock {
             }
             Err(e) => return Err(e).with_context(|| format!("cannot lock {shown}")),
         }
+        // Nothing was read, so the writes start at the beginning.
         file.set_len(0)
-            .and_then(|()| file.rewind())
             .and_then(|()| writeln!(file, "{}", std::process::id()))
             .with_context(|| format!("cannot write {shown}"))?;
-        Ok(Self(file))
+        Ok(Self { _file: file })
     }
 }
 
