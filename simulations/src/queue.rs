@@ -163,7 +163,8 @@ impl<E> Queue<E> {
             self.place(e);
         }
         // Latest first (keys are unique: `seq` is), so the earliest pops off the end.
-        self.sorted.sort_unstable_by(|a, b| b.key().cmp(&a.key()));
+        self.sorted
+            .sort_unstable_by_key(|e| std::cmp::Reverse(e.key()));
         true
     }
 
