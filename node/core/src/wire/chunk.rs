@@ -1,6 +1,8 @@
 //! Signed media chunks: one CMAF fragment of one track, with what relays and players need to
 //! schedule, order and measure it.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::codec::{Reader, Writer, verify_signed};
@@ -108,8 +110,16 @@ pub struct UnverifiedChunk {
 
 /// A chunk whose signature verified under its channel's key: the only kind that is stored,
 /// forwarded or played.
+///
+/// One pointer wide: a node keeps chunks in every store slot and passes them through its
+/// queues, and the channel's key alone (a decompressed curve point) is 192 bytes, so inline a
+/// chunk was 264 bytes that every move copied. Clones share one verified chunk.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Chunk {
+pub struct Chunk(Arc<ChunkParts>);
+
+/// What a [`Chunk`] shares between its clones.
+#[derive(Debug, PartialEq, Eq)]
+struct ChunkParts {
     channel: ChannelId,
     meta: ChunkMeta,
     bytes: Bytes,
@@ -224,49 +234,50 @@ impl UnverifiedChunk {
     /// Checks that the chunk belongs to `channel` and that its signature verifies.
     pub fn verify(self, channel: &ChannelId) -> Result<Chunk, VerifyError> {
         verify_signed(&self.bytes, &self.channel, channel)?;
-        Ok(Chunk {
+        Ok(Chunk(Arc::new(ChunkParts {
             channel: *channel,
             meta: self.meta,
             bytes: self.bytes,
-        })
+        })))
     }
 }
 
 impl Chunk {
     /// The channel the chunk belongs to.
     pub fn channel(&self) -> &ChannelId {
-        &self.channel
+        &self.0.channel
     }
 
     /// The chunk's authenticated metadata.
     pub fn meta(&self) -> &ChunkMeta {
-        &self.meta
+        &self.0.meta
     }
 
     /// The chunk's identity.
     pub fn id(&self) -> ChunkId {
-        self.meta.id()
+        self.0.meta.id()
     }
 
     /// The CMAF fragment (moof + mdat), sharing the encoded buffer.
     pub fn payload(&self) -> Bytes {
-        self.bytes
-            .slice(PAYLOAD_OFFSET..self.bytes.len() - SIGNATURE_LEN)
+        self.0
+            .bytes
+            .slice(PAYLOAD_OFFSET..self.0.bytes.len() - SIGNATURE_LEN)
     }
 
     /// The signed encoding, exactly as received or produced: what relays forward.
     pub fn encoded(&self) -> &Bytes {
-        &self.bytes
+        &self.0.bytes
     }
 
     /// Encoded length in bytes.
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        self.0.bytes.len()
     }
 
     /// Always false: a chunk has at least a header and a signature.
     pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+        self.0.bytes.is_empty()
     }
 }
 
@@ -296,11 +307,11 @@ impl ChannelKey {
         w.bytes(payload);
         let signature = self.sign(w.as_slice());
         w.bytes(&signature);
-        Ok(Chunk {
+        Ok(Chunk(Arc::new(ChunkParts {
             channel,
             meta: *meta,
             bytes: Bytes::from(w.into_vec()),
-        })
+        })))
     }
 }
 

@@ -2,6 +2,8 @@
 //! init segments) and what the scheduler needs to set deadlines (chunk duration, target
 //! latency).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::codec::{Reader, Writer, verify_signed};
@@ -165,8 +167,15 @@ pub struct UnverifiedManifest {
 }
 
 /// A manifest whose signature verified under its channel's key.
+///
+/// One pointer wide, like [`crate::wire::Chunk`]: clones (one per neighbour that is sent it,
+/// one per node of a simulation) share one verified manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Manifest {
+pub struct Manifest(Arc<ManifestParts>);
+
+/// What a [`Manifest`] shares between its clones.
+#[derive(Debug, PartialEq, Eq)]
+struct ManifestParts {
     channel: ChannelId,
     content: ManifestContent,
     bytes: Bytes,
@@ -244,11 +253,11 @@ impl UnverifiedManifest {
     /// Checks that the manifest belongs to `channel` and that its signature verifies.
     pub fn verify(self, channel: &ChannelId) -> Result<Manifest, VerifyError> {
         verify_signed(&self.bytes, &self.channel, channel)?;
-        Ok(Manifest {
+        Ok(Manifest(Arc::new(ManifestParts {
             channel: *channel,
             content: self.content,
             bytes: self.bytes,
-        })
+        })))
     }
 }
 
@@ -295,17 +304,17 @@ fn decode_track(r: &mut Reader<'_>, bytes: &Bytes) -> Result<Track, DecodeError>
 impl Manifest {
     /// The channel the manifest belongs to.
     pub fn channel(&self) -> &ChannelId {
-        &self.channel
+        &self.0.channel
     }
 
     /// The authenticated content.
     pub fn content(&self) -> &ManifestContent {
-        &self.content
+        &self.0.content
     }
 
     /// The signed encoding, exactly as received or produced.
     pub fn encoded(&self) -> &Bytes {
-        &self.bytes
+        &self.0.bytes
     }
 }
 
@@ -339,11 +348,11 @@ impl ChannelKey {
         let signature = self.sign(w.as_slice());
         w.bytes(&signature);
         debug_assert_eq!(w.as_slice().len(), content.encoded_len());
-        Ok(Manifest {
+        Ok(Manifest(Arc::new(ManifestParts {
             channel,
             content: content.clone(),
             bytes: Bytes::from(w.into_vec()),
-        })
+        })))
     }
 }
 
