@@ -187,11 +187,13 @@ fn run_all(sc: &Scenario, dir: &Path) -> Result<Vec<RunSummary>> {
 /// `GLIBC_TUNABLES` is set already (by an earlier pass through here, or by the caller, whose
 /// choice stands).
 ///
-/// A large run keeps gigabytes of node state (5.8 GB at N = 100,000) and each event touches a
+/// A large run keeps gigabytes of node state (3.5 GB at N = 100,000) and each event touches a
 /// node at random, so with 4 KiB pages nearly every access also misses the TLB. glibc reads
-/// its tunables only at start-up, and this machine's kernel gives huge pages only to memory
-/// that asks for them (`madvise` mode), hence the second start. The output does not change:
-/// nothing in a run depends on addresses.
+/// its tunables only at start-up, and a kernel in the transparent-huge-page `madvise` mode
+/// (this project's machine is) gives huge pages only to memory that asks for them, hence the
+/// second start. The output does not change: nothing in a run depends on addresses. (Under
+/// `valgrind` or another tool that follows no `exec`, set `GLIBC_TUNABLES=` to stay in the
+/// first process.)
 fn with_huge_pages() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -203,8 +205,10 @@ fn with_huge_pages() {
             return;
         };
         // Only returns if the program could not be started again.
+        let mut args = std::env::args_os();
         let err = std::process::Command::new(exe)
-            .args(std::env::args_os().skip(1))
+            .arg0(args.next().unwrap_or_default())
+            .args(args)
             .env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
             .exec();
         tracing::warn!("could not restart with huge pages ({err}); running without them");

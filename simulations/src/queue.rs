@@ -61,7 +61,8 @@ pub struct Queue<E> {
     /// The current bucket's events, `[base, base + BUCKET_US)` µs, latest first, as sorted when
     /// the bucket became current.
     sorted: Vec<Entry<E>>,
-    /// Events scheduled into the current bucket's span (or before it) after it was sorted.
+    /// Events scheduled into the current bucket's span (or before it) after it was sorted, or
+    /// moved in from the overflow when the wheel jumped to it.
     late: BinaryHeap<Entry<E>>,
     /// Later events within the horizon, by bucket (time / BUCKET_US modulo BUCKETS), unordered.
     wheel: Vec<Vec<Entry<E>>>,

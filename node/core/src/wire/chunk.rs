@@ -117,6 +117,9 @@ pub struct UnverifiedChunk {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chunk(Arc<ChunkParts>);
 
+// A chunk stays one pointer wide (see above).
+const _: () = assert!(std::mem::size_of::<Chunk>() == std::mem::size_of::<usize>());
+
 /// What a [`Chunk`] shares between its clones.
 #[derive(Debug, PartialEq, Eq)]
 struct ChunkParts {

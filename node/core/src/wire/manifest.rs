@@ -173,6 +173,9 @@ pub struct UnverifiedManifest {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest(Arc<ManifestParts>);
 
+// A manifest stays one pointer wide (see above).
+const _: () = assert!(std::mem::size_of::<Manifest>() == std::mem::size_of::<usize>());
+
 /// What a [`Manifest`] shares between its clones.
 #[derive(Debug, PartialEq, Eq)]
 struct ManifestParts {
