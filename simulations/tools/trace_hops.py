@@ -183,7 +183,7 @@ def main():
             node = got[(node, chunk)][1]
         h = 0 if node == origin else hops[(node, chunk)]
         for n in reversed(path):
-            h = None if h is None else h + 1
+            h += 1
             hops[(n, chunk)] = h
         return h
 
