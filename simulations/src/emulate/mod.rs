@@ -97,6 +97,59 @@ pub struct EmuReport {
     pub predicted_after_kill: Vec<f64>,
     /// The simulator's prediction of `recovery_s`.
     pub predicted_recovery_s: Option<f64>,
+    /// Uplinks after the warm-up by upload class (the origin first, then the fastest class),
+    /// as the router measured them: what the per-host lines of `--verbose` say, pooled, so
+    /// that a report shows which class's links are full or queue.
+    pub uplinks: Vec<ClassUplink>,
+}
+
+/// One upload class's uplinks after the warm-up, pooled over its hosts alive at the end.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ClassUplink {
+    /// Whether this is the origin's uplink.
+    pub origin: bool,
+    /// The class's link rate, bit/s.
+    pub up_bps: u64,
+    /// Hosts pooled.
+    pub hosts: usize,
+    /// Share of the links' capacity sent: every packet, so QUIC's headers, acknowledgements
+    /// and resends count beside chunks and control messages.
+    pub link_share: f64,
+    /// Mean wait of a packet in the uplinks' queues, ms.
+    pub queue_wait_ms: f64,
+    /// Share of the links' capacity taken by small packets (control messages and
+    /// acknowledgements, at most `router::SMALL_PACKET` bytes).
+    pub small_share: f64,
+}
+
+/// Pools per-host uplink counters (`(is origin, link bit/s, counters since the warm-up)`,
+/// over `secs`) by class: the origin first, then by link rate, fastest first.
+fn pool_uplinks(hosts: &[(bool, u64, UplinkSnapshot)], secs: f64) -> Vec<ClassUplink> {
+    let mut keys: Vec<(bool, u64)> = hosts.iter().map(|&(o, b, _)| (o, b)).collect();
+    keys.sort_unstable_by(|a, b| b.cmp(a));
+    keys.dedup();
+    let secs = secs.max(1e-3);
+    keys.into_iter()
+        .map(|(origin, up_bps)| {
+            let members: Vec<&UplinkSnapshot> = hosts
+                .iter()
+                .filter(|&&(o, b, _)| (o, b) == (origin, up_bps))
+                .map(|(_, _, s)| s)
+                .collect();
+            let sum = |f: fn(&UplinkSnapshot) -> u64| members.iter().map(|s| f(s)).sum::<u64>();
+            let capacity_bits = up_bps as f64 * secs * members.len() as f64;
+            ClassUplink {
+                origin,
+                up_bps,
+                hosts: members.len(),
+                link_share: sum(|s| s.bytes) as f64 * 8.0 / capacity_bits,
+                queue_wait_ms: sum(|s| s.wait_us) as f64
+                    / sum(|s| s.packets).max(1) as f64
+                    / 1000.0,
+                small_share: sum(|s| s.small_bytes) as f64 * 8.0 / capacity_bits,
+            }
+        })
+        .collect()
 }
 
 fn wall_us() -> u64 {
@@ -545,6 +598,28 @@ async fn run_inner(
             eprintln!("{line}");
         }
     }
+    let uplinks = match &warm {
+        Some((at, before)) => {
+            let dead: Vec<usize> = nodes
+                .iter()
+                .flatten()
+                .filter(|p| !p.alive)
+                .map(|p| p.host)
+                .collect();
+            let hosts: Vec<(bool, u64, UplinkSnapshot)> = stats
+                .host_uplink
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !dead.contains(i))
+                .map(|(i, link)| {
+                    let w = UplinkSnapshot::of(link).since(&before[i]);
+                    (i == 0, links[i].up_bps, w)
+                })
+                .collect();
+            pool_uplinks(&hosts, at.elapsed().as_secs_f64())
+        }
+        None => Vec::new(),
+    };
     let cpu = cpu_start
         .zip(cpu::CpuTimes::now())
         .and_then(|(a, b)| a.shares_until(&b));
@@ -692,6 +767,7 @@ async fn run_inner(
         predicted,
         predicted_after_kill,
         predicted_recovery_s,
+        uplinks,
     };
     drop(nodes);
     drop(origin);
@@ -824,6 +900,20 @@ pub fn table(r: &EmuReport) -> String {
         r.router_late[1] * 100.0,
         r.router_late[2]
     );
+    for u in &r.uplinks {
+        let who = if u.origin {
+            "origin".to_string()
+        } else {
+            format!("{} x {:.2} Mbit/s", u.hosts, u.up_bps as f64 / 1e6)
+        };
+        let _ = writeln!(
+            out,
+            "| uplinks after the warm-up, {who}: link used / queue wait / small packets' share | {:.0}% / {:.1} ms / {:.0}% | - |",
+            u.link_share * 100.0,
+            u.queue_wait_ms,
+            u.small_share * 100.0
+        );
+    }
     if let Some((busy, stolen)) = r.cpu {
         let _ = writeln!(
             out,
@@ -865,4 +955,53 @@ fn random_seed() -> [u8; 32] {
     let mut s = [0u8; 32];
     getrandom::fill(&mut s).expect("the system has randomness");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ClassUplink, UplinkSnapshot, pool_uplinks};
+
+    fn snap(bytes: u64, packets: u64, wait_us: u64, small_bytes: u64) -> UplinkSnapshot {
+        UplinkSnapshot {
+            packets,
+            bytes,
+            wait_us,
+            small_packets: 0,
+            small_bytes,
+        }
+    }
+
+    #[test]
+    fn uplinks_are_pooled_by_class_origin_first_then_fastest() {
+        // Over 10 s: the origin sends 6 of its 8 Mbit/s; two 1 Mbit/s hosts send 0.5 and
+        // 0.7 Mbit/s, their packets waiting 10 and 30 ms each; one 4 Mbit/s host sends 2.
+        let hosts = [
+            (false, 1_000_000, snap(625_000, 100, 1_000_000, 125_000)),
+            (true, 8_000_000, snap(7_500_000, 1000, 2_000_000, 0)),
+            (false, 4_000_000, snap(2_500_000, 10, 50_000, 0)),
+            (false, 1_000_000, snap(875_000, 100, 3_000_000, 0)),
+        ];
+        let pooled = pool_uplinks(&hosts, 10.0);
+        let expect = [
+            (true, 8_000_000, 1, 0.75, 2.0, 0.0),
+            (false, 4_000_000, 1, 0.5, 5.0, 0.0),
+            (false, 1_000_000, 2, 0.6, 20.0, 0.05),
+        ];
+        assert_eq!(pooled.len(), expect.len());
+        for (u, &(origin, up_bps, n, share, wait, small)) in pooled.iter().zip(&expect) {
+            let ClassUplink {
+                origin: o,
+                up_bps: b,
+                hosts: h,
+                link_share,
+                queue_wait_ms,
+                small_share,
+            } = u.clone();
+            assert_eq!((o, b, h), (origin, up_bps, n));
+            assert!((link_share - share).abs() < 1e-9, "{u:?}");
+            assert!((queue_wait_ms - wait).abs() < 1e-9, "{u:?}");
+            assert!((small_share - small).abs() < 1e-9, "{u:?}");
+        }
+        assert!(pool_uplinks(&[], 10.0).is_empty());
+    }
 }
