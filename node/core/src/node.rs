@@ -366,6 +366,10 @@ pub struct Node {
     /// Bit per neighbour slot whose upload is at least [`Config::spreader_share`] of the stream
     /// rate (the origin excluded).
     pub(crate) spreaders: u64,
+    /// Bit per neighbour slot that may have requests queued here: a superset (set when one is
+    /// queued, cleared when the scheduler finds the slot's list empty), so that the scheduler,
+    /// which runs each time the uplink frees, reads only those neighbours' entries.
+    pub(crate) requesters: u64,
     /// Bit per neighbour slot that is the origin, which serves no requests.
     pub(crate) origins: u64,
     /// The scheduler's projection of the request queue, kept to reuse its allocation.
@@ -418,6 +422,7 @@ impl Node {
             children: [0; SUBSTREAMS],
             newest: [None; SUBSTREAMS],
             spreaders: 0,
+            requesters: 0,
             origins: 0,
             projection: Vec::new(),
             newcomer_credit: (Duration::ZERO, now),
@@ -870,6 +875,7 @@ impl Node {
                     let requests = &n.requests;
                     n.urgent.retain(|r| *r != (t, seq) && requests.contains(r));
                     n.requests.push((t, seq));
+                    self.requesters |= 1 << slot;
                     if urgent {
                         n.urgent.push((t, seq));
                     }
@@ -1067,6 +1073,7 @@ impl Node {
         let news = s.chunk.is_none() && s.heard_at.is_none();
         let free = s.chunk.is_none() && s.incoming.is_none() && s.requested.is_none();
         s.heard_at.get_or_insert(now);
+        self.tracks[track].note_heard(seq);
         if self.config.policy == Policy::Fjord {
             // Only a node that passes chunks on needs them fast: one with less upload than a
             // spreader's waits its patience and then asks a holder drawn by upload, leaving the
@@ -1168,6 +1175,7 @@ impl Node {
             now + transmission_time(len, upload.max(1)) * 2 + srtt + Duration::from_millis(100);
         s.incoming = Some((slot as u8, expected));
         s.heard_at.get_or_insert(now);
+        self.tracks[t].note_heard(seq);
         if announce {
             self.announce(t, seq);
         }

@@ -264,6 +264,9 @@ impl Node {
                 }
             };
             for seq in seqs {
+                if !self.tracks[t].maybe_wanted(seq) {
+                    continue;
+                }
                 let Some(s) = self.tracks[t].get(seq) else {
                     continue;
                 };

@@ -253,7 +253,16 @@ impl Node {
         queue.clear();
         let urgent_ok = project && self.urgent_budget(now);
         let sole_age = Duration::from_micros(self.timing().1 / SOLE_AGE_DIVISOR);
-        for (j, n) in self.neighbours.iter() {
+        // In slot order, as `Neighbours::iter`; neighbours without requests add nothing.
+        let mut idle = 0u64;
+        for j in crate::neighbours::bits(self.requesters) {
+            let Some(n) = self.neighbours.get(j) else {
+                idle |= 1 << j;
+                continue;
+            };
+            if n.requests.is_empty() {
+                idle |= 1 << j;
+            }
             for &(t, seq) in &n.requests {
                 let Some(store) = self.tracks.get(t) else {
                     dead.push((j, t, seq));
@@ -322,6 +331,7 @@ impl Node {
                 }
             }
         }
+        self.requesters &= !idle;
         if project {
             // Served newest first, an old chunk's request waits for every newer one, including
             // those that came after it was admitted. Walk the queue in service order: a request

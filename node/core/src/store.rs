@@ -80,6 +80,11 @@ pub(crate) struct TrackStore {
     /// A verified (sequence, publish time) pair, for estimating other chunks' deadlines.
     anchor: Option<(u64, Time)>,
     slots: Vec<Slot>,
+    /// Bit `seq % WINDOW` is set for every slot that may describe a chunk heard of but not
+    /// received: a superset (set when a chunk is heard of, cleared when it arrives or its slot
+    /// is recycled), so that the repair scan, which runs several times per chunk received,
+    /// reads only those slots instead of the whole live window.
+    wanted: u64,
 }
 
 impl TrackStore {
@@ -88,7 +93,18 @@ impl TrackStore {
             head: None,
             anchor: None,
             slots: vec![Slot::default(); WINDOW as usize],
+            wanted: 0,
         }
+    }
+
+    /// Records that the chunk of `seq` was heard of (its slot's `heard_at` was set).
+    pub(crate) fn note_heard(&mut self, seq: u64) {
+        self.wanted |= 1 << (seq % WINDOW);
+    }
+
+    /// Whether `seq` may be heard of and not received yet; false means surely not.
+    pub(crate) fn maybe_wanted(&self, seq: u64) -> bool {
+        self.wanted & (1 << (seq % WINDOW)) != 0
     }
 
     /// The range of sequence numbers the store accepts now.
@@ -154,6 +170,7 @@ impl TrackStore {
         let s = &mut self.slots[(seq % WINDOW) as usize];
         if !(s.live && s.seq == seq) {
             s.reset(seq);
+            self.wanted &= !(1 << (seq % WINDOW));
         }
         Some(s)
     }
@@ -220,6 +237,7 @@ impl TrackStore {
         slot.deadline = deadline;
         slot.incoming = None;
         slot.requested = None;
+        self.wanted &= !(1 << (seq % WINDOW));
         true
     }
 
@@ -250,5 +268,51 @@ impl TrackStore {
     /// All slots, for bulk updates (clearing a departed neighbour's bits).
     pub(crate) fn slots_mut(&mut self) -> impl Iterator<Item = &mut Slot> + '_ {
         self.slots.iter_mut()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{TrackStore, WINDOW};
+    use crate::time::Time;
+    use crate::wire::{ChannelKey, ChunkFlags, ChunkMeta};
+
+    fn chunk(seq: u64) -> crate::wire::Chunk {
+        let meta = ChunkMeta {
+            epoch: 1,
+            track: 0,
+            sequence: seq,
+            flags: ChunkFlags::empty(),
+            timestamp: seq,
+            duration: 1,
+            published_at_us: 1_000_000 + seq * 250_000,
+        };
+        ChannelKey::from_seed(&[3; 32])
+            .sign_chunk(&meta, &[0u8; 16])
+            .unwrap()
+    }
+
+    /// The repair scan skips every slot `maybe_wanted` rules out, so it must hold for each
+    /// chunk heard of and not received, and stop holding once it is received or its slot is
+    /// recycled for another chunk.
+    #[test]
+    fn wanted_marks_cover_every_chunk_heard_of_and_not_received() {
+        let mut store = TrackStore::new();
+        assert!(store.insert(chunk(10), Time::from_micros(4_000_000)));
+        for seq in [11, 12] {
+            store.slot_mut(seq).unwrap().heard_at = Some(Time::from_micros(1));
+            store.note_heard(seq);
+        }
+        assert!(store.maybe_wanted(11) && store.maybe_wanted(12));
+        assert!(!store.maybe_wanted(10) && !store.maybe_wanted(13));
+        // Received: no longer wanted.
+        assert!(store.insert(chunk(11), Time::from_micros(4_250_000)));
+        assert!(!store.maybe_wanted(11));
+        assert!(store.maybe_wanted(12));
+        // Chunk 12's slot recycled for a chunk one window later: nothing heard of there yet.
+        store.insert(chunk(12 + WINDOW - 10), Time::from_micros(9_000_000));
+        let recycled = store.slot_mut(12 + WINDOW).unwrap();
+        assert!(recycled.heard_at.is_none());
+        assert!(!store.maybe_wanted(12 + WINDOW));
     }
 }
