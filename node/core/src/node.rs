@@ -1072,8 +1072,7 @@ impl Node {
         s.known |= 1 << slot;
         let news = s.chunk.is_none() && s.heard_at.is_none();
         let free = s.chunk.is_none() && s.incoming.is_none() && s.requested.is_none();
-        s.heard_at.get_or_insert(now);
-        self.tracks[track].note_heard(seq);
+        self.tracks[track].mark_heard(seq, now);
         if self.config.policy == Policy::Fjord {
             // Only a node that passes chunks on needs them fast: one with less upload than a
             // spreader's waits its patience and then asks a holder drawn by upload, leaving the
@@ -1174,8 +1173,7 @@ impl Node {
         let expected =
             now + transmission_time(len, upload.max(1)) * 2 + srtt + Duration::from_millis(100);
         s.incoming = Some((slot as u8, expected));
-        s.heard_at.get_or_insert(now);
-        self.tracks[t].note_heard(seq);
+        self.tracks[t].mark_heard(seq, now);
         if announce {
             self.announce(t, seq);
         }

@@ -256,13 +256,10 @@ impl Node {
         // In slot order, as `Neighbours::iter`; neighbours without requests add nothing.
         let mut idle = 0u64;
         for j in crate::neighbours::bits(self.requesters) {
-            let Some(n) = self.neighbours.get(j) else {
+            let Some(n) = self.neighbours.get(j).filter(|n| !n.requests.is_empty()) else {
                 idle |= 1 << j;
                 continue;
             };
-            if n.requests.is_empty() {
-                idle |= 1 << j;
-            }
             for &(t, seq) in &n.requests {
                 let Some(store) = self.tracks.get(t) else {
                     dead.push((j, t, seq));

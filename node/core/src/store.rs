@@ -97,9 +97,13 @@ impl TrackStore {
         }
     }
 
-    /// Records that the chunk of `seq` was heard of (its slot's `heard_at` was set).
-    pub(crate) fn note_heard(&mut self, seq: u64) {
-        self.wanted |= 1 << (seq % WINDOW);
+    /// Records when the chunk of `seq` was first heard of, if the store describes it. The only
+    /// way `heard_at` is set, so that the `wanted` marks cover every chunk heard of.
+    pub(crate) fn mark_heard(&mut self, seq: u64, now: Time) {
+        if let Some(s) = self.get_mut(seq) {
+            s.heard_at.get_or_insert(now);
+            self.wanted |= 1 << (seq % WINDOW);
+        }
     }
 
     /// Whether `seq` may be heard of and not received yet; false means surely not.
@@ -300,8 +304,8 @@ mod tests {
         let mut store = TrackStore::new();
         assert!(store.insert(chunk(10), Time::from_micros(4_000_000)));
         for seq in [11, 12] {
-            store.slot_mut(seq).unwrap().heard_at = Some(Time::from_micros(1));
-            store.note_heard(seq);
+            assert!(store.slot_mut(seq).is_some());
+            store.mark_heard(seq, Time::from_micros(1));
         }
         assert!(store.maybe_wanted(11) && store.maybe_wanted(12));
         assert!(!store.maybe_wanted(10) && !store.maybe_wanted(13));
