@@ -36,6 +36,23 @@ pub(crate) struct InFlight {
 /// unacknowledged chunk may wait before its receiver is taken for silent.
 pub const ACK_GRACE: Duration = Duration::from_millis(300);
 
+/// A chunk a neighbour asked us for and that we have not sent yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Request {
+    pub(crate) track: usize,
+    pub(crate) seq: u64,
+    /// When the request arrived: how long it has waited counts against the queue-wait cap
+    /// (see [`crate::scheduler`]).
+    pub(crate) at: Time,
+}
+
+impl Request {
+    /// Whether it asks for chunk `seq` of `track`.
+    pub(crate) fn is(&self, track: usize, seq: u64) -> bool {
+        self.track == track && self.seq == seq
+    }
+}
+
 /// One neighbour.
 #[derive(Debug)]
 pub(crate) struct Neighbour {
@@ -46,8 +63,8 @@ pub(crate) struct Neighbour {
     pub(crate) srtt: Duration,
     pub(crate) in_flight: Vec<InFlight>,
     pub(crate) in_flight_bytes: usize,
-    /// Chunks it asked for that we have not sent yet: (track index, seq).
-    pub(crate) requests: Vec<(usize, u64)>,
+    /// Chunks it asked for that we have not sent yet, in the order asked.
+    pub(crate) requests: Vec<Request>,
     /// Which of `requests` it sent as [`Control::Urgent`](crate::proto::Control::Urgent):
     /// pruned to `requests` whenever one is added, so never more than [`MAX_REQUESTS`]; an
     /// entry no longer in `requests` means nothing.
@@ -160,6 +177,16 @@ impl Neighbour {
                 + ACK_GRACE;
             now > due
         })
+    }
+
+    /// Whether it asked for chunk `seq` of `track` and we have not sent it yet.
+    pub(crate) fn has_request(&self, track: usize, seq: u64) -> bool {
+        self.requests.iter().any(|r| r.is(track, seq))
+    }
+
+    /// Forgets its request for chunk `seq` of `track`, if any.
+    pub(crate) fn drop_request(&mut self, track: usize, seq: u64) {
+        self.requests.retain(|r| !r.is(track, seq));
     }
 
     /// Removes an in-flight entry, if present.

@@ -32,7 +32,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::neighbours::{InFlight, Neighbour, Neighbours, PeerId, bits};
+use crate::neighbours::{InFlight, Neighbour, Neighbours, PeerId, Request, bits};
 use crate::proto::{Control, GoodbyeReason, Hello, PROTOCOL_VERSION, Role, SUBSTREAMS};
 use crate::rng::Rng;
 use crate::store::TrackStore;
@@ -868,13 +868,18 @@ impl Node {
                 if let Some((t, seq)) = self.locate(&id)
                     && let Some(n) = self.neighbours.get_mut(slot)
                     && n.requests.len() < crate::neighbours::MAX_REQUESTS
-                    && !n.requests.contains(&(t, seq))
+                    && !n.has_request(t, seq)
                 {
                     // Forget marks of requests since served or withdrawn, and this chunk's
                     // earlier mark: a plain request for it now is not urgent.
                     let requests = &n.requests;
-                    n.urgent.retain(|r| *r != (t, seq) && requests.contains(r));
-                    n.requests.push((t, seq));
+                    n.urgent
+                        .retain(|r| *r != (t, seq) && requests.iter().any(|q| q.is(r.0, r.1)));
+                    n.requests.push(Request {
+                        track: t,
+                        seq,
+                        at: now,
+                    });
                     self.requesters |= 1 << slot;
                     if urgent {
                         n.urgent.push((t, seq));
@@ -900,10 +905,10 @@ impl Node {
                     if let Some(n) = self.neighbours.get_mut(slot) {
                         // Withdrawing its own request: it got the chunk elsewhere, so it is
                         // no newcomer (it may announce nothing to us, who hold it).
-                        if n.requests.contains(&(t, seq)) {
+                        if n.has_request(t, seq) {
                             n.holds_any = true;
                         }
-                        n.requests.retain(|r| *r != (t, seq));
+                        n.drop_request(t, seq);
                     }
                     self.abort_if_current(now, slot, t, seq);
                 }
@@ -1096,7 +1101,7 @@ impl Node {
             }
         }
         if let Some(n) = self.neighbours.get_mut(slot) {
-            n.requests.retain(|r| *r != (track, seq));
+            n.drop_request(track, seq);
         }
         self.abort_if_current(now, slot, track, seq);
     }
@@ -1351,7 +1356,7 @@ impl Node {
             .neighbours
             .get_mut(slot)
             .expect("the scheduler picks live neighbours");
-        n.requests.retain(|r| *r != (track, seq));
+        n.drop_request(track, seq);
         n.holds_any = true;
         n.in_flight.push(InFlight {
             track,

@@ -418,8 +418,12 @@ impl Node {
             // Served before the rest (see the scheduler), behind only other urgent requests.
             self.neighbours
                 .iter()
-                .flat_map(|(_, n)| n.requests.iter().filter(|r| n.urgent.contains(r)))
-                .map(|&(t, s)| size_of(t, s))
+                .flat_map(|(_, n)| {
+                    n.requests
+                        .iter()
+                        .filter(|r| n.urgent.contains(&(r.track, r.seq)))
+                })
+                .map(|r| size_of(r.track, r.seq))
                 .sum()
         } else if starving {
             self.neighbours
@@ -431,7 +435,7 @@ impl Node {
             self.neighbours
                 .iter()
                 .flat_map(|(_, n)| n.requests.iter())
-                .map(|&(t, s)| size_of(t, s))
+                .map(|r| size_of(r.track, r.seq))
                 .sum()
         };
         let one_way = self

@@ -73,6 +73,23 @@
 //!   against 99.95% / 99.05% at N = 100 / 1,000 over 4 seeds, but `ri12-churn` 94.86% against
 //!   96.27% at N = 1,000 and 78.48% against 85.95% at N = 10,000 (why churn turns it into a
 //!   loss was not looked into).)
+//!   The wait counts from the request's arrival (since session 23; before, from each time the
+//!   uplink freed, over the queue as it then stood). Served newest first, an older chunk's
+//!   request is overtaken by every newer chunk's request that comes after it, so the queue
+//!   never looked long and the request waited until its deadline was near: traced on the
+//!   emulator, fast holders held a slow node's request for a fresh chunk 0.8-1.4 s each and
+//!   then refused it, four holders in turn, and the chunk was missed. Emulator, `emu30` with
+//!   a 30% kill, three interleaved pairs: p95 1435 / 1445 / 1515 -> 1345 / 1325 / 1345 ms,
+//!   continuity 99.88-99.98% -> 99.97-99.99%. Simulator, 60 s: `emu30` at 90% of its links,
+//!   seeds 7 / 1 / 2, duplicates 5.7% -> 2.0-2.4%, p95 1247 / 1240 / 1234 -> 1229 / 1225 /
+//!   1206 ms; `ri12` N = 1,000, seeds 1-3, 99.29 / 99.13 / 99.03% -> 99.32 / 99.16 / 99.19%;
+//!   `ri12-churn` N = 1,000, seeds 1-6, 97.28% -> 97.36% on average. But `ri12-churn` at
+//!   N = 10,000 (40 s, seeds 1-8) 86.98% -> 85.57% on average (-1.4 points, from +1.5 to
+//!   -6.8 by seed): where every holder is busy, a refused requester finds no idle one. Letting
+//!   only requests with more than half (a quarter) of the target latency to spare be refused
+//!   so kept 86.82% (85.27%) over seeds 1-4 against 86.90%, but lost the emulator's gain
+//!   (1425 / 1445 / 1415 ms); serving such a request as an urgent one instead of refusing it
+//!   made `emu30`'s p95 worse in the simulator (1255-1308 ms, 8% duplicates).
 //!
 //! The origin pushes (its capped upload is the only way new chunks enter the mesh): the newest
 //! chunk to a neighbour drawn in proportion to the eighth power of its onward value, so in
@@ -157,7 +174,7 @@
 
 use std::time::Duration;
 
-use crate::neighbours::bits;
+use crate::neighbours::{Request, bits};
 use crate::node::{Node, Policy};
 use crate::proto::{Control, Role};
 use crate::time::{Time, transmission_time};
@@ -188,6 +205,8 @@ pub(crate) struct Projected {
     bytes: usize,
     /// When its transmission must end to arrive by the deadline.
     due: Time,
+    /// When the request reached us.
+    asked_at: Time,
     /// Whether the neighbour's window lets it be sent now.
     open: bool,
 }
@@ -260,7 +279,12 @@ impl Node {
                 idle |= 1 << j;
                 continue;
             };
-            for &(t, seq) in &n.requests {
+            for &Request {
+                track: t,
+                seq,
+                at: asked_at,
+            } in &n.requests
+            {
                 let Some(store) = self.tracks.get(t) else {
                     dead.push((j, t, seq));
                     continue;
@@ -321,6 +345,7 @@ impl Node {
                         seq,
                         bytes: chunk.len(),
                         due: s.deadline - n.one_way(),
+                        asked_at,
                         open,
                     });
                 } else if best.is_none_or(|b| key < b.0) {
@@ -365,17 +390,21 @@ impl Node {
                 }
                 let done = free + transmission_time(q.bytes, self.config.upload_bps);
                 // Long wait, slack to spare: its requester does better asking elsewhere now,
-                // if there is an elsewhere. A chunk no other neighbour is known to hold is
-                // served, however long it waits: traced on the emulator at 80 ms chunks, an
-                // audio chunk whose one copy from the origin reached a busy viewer was asked
-                // of it by 17 neighbours, refused to all of them, and missed by the whole mesh.
+                // if there is an elsewhere. The wait counts from the request's arrival: newest
+                // first, each newer chunk's request overtakes it, so a queue that never looks
+                // long from here could hold it until its deadline was near. A chunk no other
+                // neighbour is known to hold is served, however long it waits: traced on the
+                // emulator at 80 ms chunks, an audio chunk whose one copy from the origin
+                // reached a busy viewer was asked of it by 17 neighbours, refused to all of
+                // them, and missed by the whole mesh.
                 let elsewhere = || {
                     self.tracks[q.track]
                         .get(q.seq)
                         .is_some_and(|s| self.held_elsewhere(s))
                 };
-                let spares =
-                    free > now + wait_cap && q.due.saturating_since(done) > wait_cap && elsewhere();
+                let spares = free.saturating_since(q.asked_at) > wait_cap
+                    && q.due.saturating_since(done) > wait_cap
+                    && elsewhere();
                 if done > q.due || spares {
                     dead.push((q.slot, q.track, q.seq));
                     continue;
@@ -386,7 +415,7 @@ impl Node {
         self.projection = queue;
         for (j, t, seq) in dead {
             if let Some(n) = self.neighbours.get_mut(j) {
-                n.requests.retain(|r| *r != (t, seq));
+                n.drop_request(t, seq);
             }
             if fjord {
                 let id = self.chunk_id(t, seq);
