@@ -920,8 +920,8 @@ fn a_long_wait_with_slack_to_spare_is_refused_at_once() {
 #[test]
 fn a_request_overtaken_again_and_again_is_refused_once_it_waited_the_cap() {
     let f = fixture();
-    let copy = Duration::from_millis(200);
-    let upload = f.chunks[102].len() as u64 * 8 * 5;
+    let copy = Duration::from_millis(250);
+    let upload = f.chunks[102].len() as u64 * 8 * 4;
     let t0 = Time::from_micros(f.chunks[102].meta().published_at_us + 10_000);
     let mut node = fjord_holder(upload, t0, std::slice::from_ref(&f.chunks[102]));
     let victim = PeerId(PEERS - 1);
@@ -945,8 +945,10 @@ fn a_request_overtaken_again_and_again_is_refused_once_it_waited_the_cap() {
     request(&mut node, t0, 0, 102);
     let asked = t0 + Duration::from_millis(1);
     request(&mut node, asked, victim.0, 102);
-    // Then, 1 ms before each time the uplink frees, one request for the newest chunk from
-    // a neighbour that ranks before the victim; the chunks arrive as they are published.
+    // Then, 1 ms before each time the uplink frees, one request from another neighbour for
+    // the newest chunk, which is always newer than 102 (a copy takes 250 ms, and chunk 103 is
+    // published 240 ms after `t0`), so it goes first whatever the neighbours' onward values;
+    // the chunks arrive as they are published.
     let mut fate = None;
     let mut t = asked;
     let end = t0 + Duration::from_millis(1900);
@@ -966,7 +968,8 @@ fn a_request_overtaken_again_and_again_is_refused_once_it_waited_the_cap() {
             next_chunk += 1;
         }
         if t.saturating_since(t0) == copy * (k as u32 + 1) - Duration::from_millis(1) {
-            request(&mut node, t, 1 + k % (PEERS - 2), seq.max(102));
+            assert!(seq > 102, "an overtaking request for an older chunk");
+            request(&mut node, t, 1 + k % (PEERS - 2), seq);
             k += 1;
         }
         node.handle_timeout(t);
