@@ -74,7 +74,8 @@
 //!   96.27% at N = 1,000 and 78.48% against 85.95% at N = 10,000 (why churn turns it into a
 //!   loss was not looked into).)
 //!   The wait counts from the request's arrival (since session 23; before, from each time the
-//!   uplink freed, over the queue as it then stood). Served newest first, an older chunk's
+//!   uplink freed, over the queue as it then stood), so a reservation's includes the time the
+//!   holder was still receiving the chunk. Served newest first, an older chunk's
 //!   request is overtaken by every newer chunk's request that comes after it, so the queue
 //!   never looked long and the request waited until its deadline was near: traced on the
 //!   emulator, fast holders held a slow node's request for a fresh chunk 0.8-1.4 s each and
