@@ -19,11 +19,12 @@ may be up to 1 s early); without a kill, after the first chunk. Publication time
 the nodes' `deliver` lines (arrival minus delay), so a chunk nobody received is not shown.
 """
 import argparse
-import collections
 import glob
 import json
 import os
 import sys
+
+from trace_hops import load
 
 
 def main():
@@ -34,24 +35,14 @@ def main():
     ap.add_argument("--to", dest="hi", type=float, default=1e9, help="seconds, see above")
     args = ap.parse_args()
 
-    files = glob.glob(os.path.join(args.traces, "*.trace"))
-    if not files:
-        sys.exit(f"no *.trace files in {args.traces}")
-    last, events, published = {}, collections.defaultdict(list), {}
-    for path in files:
-        me = os.path.basename(path)[: -len(".trace")][-8:]
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                parts = line.rstrip("\n").split(" ", 3)
-                if len(parts) < 3 or not parts[0].isdigit():
-                    continue
-                t = int(parts[0])
-                last[me] = t
-                details = parts[3] if len(parts) > 3 else ""
-                events[me].append((t, parts[1], parts[2], details))
-                if parts[1] == "deliver":
-                    chunk, delay = details.split()[:2]
-                    published.setdefault(chunk, t - int(delay))
+    events, _, _ = load(args.traces)
+    last = {me: max(t for t, _, _, _ in lines) for me, lines in events.items() if lines}
+    published = {}
+    for lines in events.values():
+        for t, event, _, details in lines:
+            if event == "deliver":
+                chunk, delay = details.split()[:2]
+                published.setdefault(chunk, t - int(delay))
     end = max(last.values())
     dead = {m for m, t in last.items() if t < end - 10_000_000}
     zero = min(last[m] for m in dead) if dead else min(published.values())

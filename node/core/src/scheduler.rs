@@ -87,11 +87,11 @@
 //!   `ri12-churn` N = 1,000, seeds 1-6, 97.28% -> 97.36% on average. But `ri12-churn` at
 //!   N = 10,000 (40 s, seeds 1-12) 87.30% -> 86.45% on average (-0.85 points, standard
 //!   error 0.69, from +1.5 to -6.8 by seed; why was not looked into), while at N = 100,000
-//!   (`ri12`, 60 s, seed 1) it gains: 77.52% -> 80.41%. Letting only requests with more than half (a quarter) of the
-//!   target latency to spare be refused so kept 86.82% (85.27%) over seeds 1-4 against
-//!   86.90%, but lost the emulator's gain (1425 / 1445 / 1415 ms); serving such a request as
-//!   an urgent one instead of refusing it made `emu30`'s p95 worse in the simulator
-//!   (1255-1308 ms, 8% duplicates).
+//!   (`ri12`, 60 s, seed 1) it gains: 77.52% -> 80.41%. Letting only requests with more than
+//!   half (a quarter) of the target latency to spare be refused so kept 86.82% (85.27%) over
+//!   seeds 1-4 against 86.90%, but lost the emulator's gain (1425 / 1445 / 1415 ms); serving
+//!   such a request as an urgent one instead of refusing it made `emu30`'s p95 worse in the
+//!   simulator (1255-1308 ms, 8% duplicates).
 //!
 //! The origin pushes (its capped upload is the only way new chunks enter the mesh): the newest
 //! chunk to a neighbour drawn in proportion to the eighth power of its onward value, so in
